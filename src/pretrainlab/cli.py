@@ -1,0 +1,177 @@
+"""The `pretrainlab` command: parses flags, validates them, calls the library. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from pretrainlab.errors import PretrainlabError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", required=True, help="pretext task (pretrainlab list methods)")
+    parser.add_argument("--backbone", help="timm model name (pretrainlab list backbones)")
+    parser.add_argument("--data", help="builtin | npz:PATH | folder:PATH | torchvision:NAME[:ROOT]")
+    parser.add_argument("--out", help="run folder (default runs/METHOD)")
+    parser.add_argument("--img-size", type=int, help="training image size (default: the data's)")
+    parser.add_argument("--recipe", type=Path, help="YAML recipe (default: the packaged recipe of the method)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="method option, e.g. temperature=0.2 or views.crop_min_scale=0.2 (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--download", action="store_true", help="let torchvision datasets download")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train = parser.add_argument_group("training")
+    for flag, kind in [("epochs", int), ("batch-size", int), ("optimizer", str), ("lr", float), ("min-lr", float),
+                       ("weight-decay", float), ("momentum", float), ("warmup-epochs", float), ("precision", str),
+                       ("grad-clip", float), ("accumulate", int), ("checkpoint-every", int), ("knn-every", int),
+                       ("log-every", int), ("seed", int), ("device", str), ("stop-after", int), ("lr-scaling", str)]:
+        train.add_argument(f"--{flag}", type=kind)
+    train.add_argument("--channels-last", action="store_true", default=None)
+    train.add_argument("--compile", action="store_true", default=None)
+    train.add_argument("--sync-batchnorm", action="store_true", default=None)
+
+
+TRAIN_FLAGS = ("epochs", "batch_size", "optimizer", "lr", "min_lr", "weight_decay", "momentum", "warmup_epochs",
+               "precision", "grad_clip", "accumulate", "checkpoint_every", "knn_every", "log_every", "seed", "device",
+               "stop_after", "lr_scaling", "channels_last", "compile", "sync_batchnorm")
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    from pretrainlab.config import parse_override
+    from pretrainlab.pipeline import build_run_config, pretrain, resume_config
+
+    options = {}
+    for text in args.option:
+        path, value = parse_override(text)
+        options[".".join(path)] = value
+    overrides = {"backbone": args.backbone, "data": args.data, "img_size": args.img_size,
+                 "out": args.out or f"runs/{args.method}", "download": args.download or None}
+    train = {name: getattr(args, name) for name in TRAIN_FLAGS}
+    if args.resume:
+        config = resume_config(Path(overrides["out"]), overrides, train, options)
+    else:
+        config = build_run_config(args.method, overrides, train, options, args.recipe)
+    if config.method != args.method:
+        raise PretrainlabError(f"--resume: {config.out} is a '{config.method}' run, not '{args.method}'")
+    summary = pretrain(config, resume=args.resume, show_progress=not args.no_progress)
+    logging.getLogger("pretrainlab").info(
+        "done: %d steps in %.1f s (%.0f images/s); backbone in %s/backbone.safetensors",
+        summary["steps"], summary["seconds"], summary["images_per_second"], summary["run_dir"])
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from pretrainlab.pipeline import evaluate_backbone
+
+    protocols = [p for text in args.protocol for p in text.split(",") if p] or ["knn"]
+    options: dict[str, Any] = {"k": args.k, "seed": args.seed}
+    results = evaluate_backbone(args.backbone, args.data, protocols, args.device, args.weights, args.img_size,
+                                {k: v for k, v in options.items() if v is not None}, download=args.download)
+    for result in results:
+        if args.json:
+            print(json.dumps(result.to_dict()))
+        else:
+            print(f"{result.backbone}  {result.protocol:8s} {result.metric} {result.value:6.2f} %  "
+                  f"({result.seconds:.1f} s, {json.dumps(result.settings)})")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    if args.what == "methods":
+        from pretrainlab.methods import METHODS
+
+        lines = METHODS.names()
+    elif args.what == "backbones":
+        from pretrainlab.backbones import backbone_names
+        from pretrainlab.backbones.small import SMALL_BACKBONES
+
+        pattern = args.filter or ""
+        lines = [f"{name}  (small-image)" for name in SMALL_BACKBONES if pattern in name]
+        lines += [name for name in backbone_names() if pattern in name and name not in SMALL_BACKBONES]
+    elif args.what == "datasets":
+        from pretrainlab.data import describe_data_kinds
+
+        lines = describe_data_kinds()
+    else:
+        from pretrainlab.eval import PROTOCOLS
+
+        lines = PROTOCOLS.names()
+    print("\n".join(lines))
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from pretrainlab.demo import format_table
+    from pretrainlab.demo import run_demo as demo
+
+    rows = demo(out=args.out, epochs=args.epochs, show_progress=not args.no_progress)
+    print(format_table(rows))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pretrainlab", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="pre-train, evaluate and report on the embedded dataset (minutes)")
+    demo.add_argument("--out", help="run folder (default runs/demo-TIMESTAMP)")
+    demo.add_argument("--epochs", type=int, help="pre-training epochs (default: the demo's budget)")
+    demo.add_argument("--no-progress", action="store_true")
+    demo.set_defaults(handler=run_demo)
+
+    pretrain = commands.add_parser("pretrain", help="pre-train a backbone with a pretext task")
+    add_pretrain_arguments(pretrain)
+    pretrain.set_defaults(handler=run_pretrain)
+
+    evaluate = commands.add_parser("eval", help="evaluate a run folder or timm:NAME on a labelled dataset")
+    evaluate.add_argument("backbone", help="run folder, or timm:NAME (random init unless --weights)")
+    evaluate.add_argument("--data", default="builtin")
+    evaluate.add_argument("--protocol", action="append", default=[], help="knn, linear (repeatable or comma list)")
+    evaluate.add_argument("--weights", type=Path, help="weights for a timm:NAME backbone (safetensors or .pth)")
+    evaluate.add_argument("--img-size", type=int)
+    evaluate.add_argument("--k", type=int, help="kNN neighbours (default 200, or 20 with < 1,000 images a class)")
+    evaluate.add_argument("--seed", type=int)
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--download", action="store_true")
+    evaluate.add_argument("--json", action="store_true", help="one JSON object per protocol on stdout")
+    evaluate.set_defaults(handler=run_eval)
+
+    listing = commands.add_parser("list", help="list methods, backbones, datasets or protocols")
+    listing.add_argument("what", choices=["methods", "backbones", "datasets", "protocols"])
+    listing.add_argument("--filter", help="only names containing this text")
+    listing.set_defaults(handler=run_list)
+    return parser
+
+
+def configure_logging(verbose: bool) -> None:
+    import os
+
+    level = logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level if os.environ.get("RANK", "0") == "0" else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
+    from pretrainlab.train.loop import TrainingInterrupted
+
+    try:
+        return args.handler(args)
+    except TrainingInterrupted as interrupted:
+        print(f"interrupted: {interrupted}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except PretrainlabError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,46 @@
+"""Mask generators for masked image modelling; True marks a masked (hidden) patch."""
+
+from __future__ import annotations
+
+import torch
+
+from pretrainlab.errors import PretrainlabError
+
+
+def random_patch_mask(batch: int, num_patches: int, mask_ratio: float, generator: torch.Generator | None = None,
+                      device: torch.device | str = "cpu") -> torch.Tensor:
+    """Uniformly random masks with exactly round(mask_ratio * L) masked patches per image: (B, L) bool."""
+    if not 0 <= mask_ratio < 1:
+        raise PretrainlabError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+    num_masked = int(round(mask_ratio * num_patches))
+    noise = torch.rand(batch, num_patches, generator=generator, device=device)
+    ranks = noise.argsort(dim=1).argsort(dim=1)  # rank of every patch's noise within its image
+    return ranks < num_masked
+
+
+def block_mask(batch: int, grid: tuple[int, int], mask_ratio: float, generator: torch.Generator | None = None,
+               device: torch.device | str = "cpu", min_block: int = 2) -> torch.Tensor:
+    """BEiT-style block-wise masks: square-ish blocks until about `mask_ratio` of the grid is hidden: (B, L)."""
+    height, width = grid
+    target = int(round(mask_ratio * height * width))
+    masks = torch.zeros(batch, height, width, dtype=torch.bool, device=device)
+    for index in range(batch):
+        for _ in range(10 * height * width):  # bounded: stops even when blocks keep overlapping
+            if int(masks[index].sum()) >= target:
+                break
+            side_h = int(torch.randint(min_block, max(min_block, height // 2) + 1, (1,), generator=generator))
+            side_w = int(torch.randint(min_block, max(min_block, width // 2) + 1, (1,), generator=generator))
+            top = int(torch.randint(0, height - side_h + 1, (1,), generator=generator))
+            left = int(torch.randint(0, width - side_w + 1, (1,), generator=generator))
+            masks[index, top : top + side_h, left : left + side_w] = True
+    return masks.flatten(1)
+
+
+def keep_indices(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Splits equal-count masks into (visible indices (B, L_keep), masked indices (B, L_mask)), each sorted."""
+    counts = mask.sum(dim=1)
+    if not bool((counts == counts[0]).all()):
+        raise ValueError("keep_indices needs the same number of masked patches in every image")
+    order = mask.int().argsort(dim=1, stable=True)  # visible (0) first, original order kept
+    num_visible = mask.shape[1] - int(counts[0])
+    return order[:, :num_visible], order[:, num_visible:]

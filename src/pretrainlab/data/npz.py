@@ -1,0 +1,80 @@
+"""`npz:PATH`: numpy archives, as arrays (x_train/y_train/x_test/y_test) or as JPEG bytes with offsets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from pretrainlab.data.cache import cache_key, cached_array, file_fingerprint
+from pretrainlab.data.source import ImageSet, ImageSource
+from pretrainlab.errors import PretrainlabError
+
+ARRAY_LAYOUT = "x_train (N,H,W[,C]) uint8, optional y_train (N,), optional x_test/y_test"
+JPEG_LAYOUT = "jpeg_train (bytes) + offsets_train (N+1,), optional y_train, jpeg_test/offsets_test/y_test, classes"
+
+
+def decode_jpeg_split(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Decodes concatenated JPEG files into a uint8 array (N, H, W, 3); all images must share one size."""
+    encoded = [torch.from_numpy(data[offsets[i] : offsets[i + 1]].copy()) for i in range(len(offsets) - 1)]
+    decoded = []
+    for start in range(0, len(encoded), 4096):  # decode in chunks to bound peak memory
+        chunk = decode_jpeg(encoded[start : start + 4096], mode=ImageReadMode.RGB)
+        decoded.extend(image.permute(1, 2, 0) for image in chunk)  # (H, W, 3)
+    shapes = {tuple(image.shape) for image in decoded}
+    if len(shapes) != 1:
+        raise PretrainlabError(f"JPEG images in the npz have several sizes {sorted(shapes)[:4]}; they must share one")
+    return torch.stack(decoded).numpy()
+
+
+def _split_from_arrays(archive: np.lib.npyio.NpzFile, split: str) -> ImageSet | None:
+    if f"x_{split}" not in archive.files:
+        return None
+    images = archive[f"x_{split}"]
+    if images.dtype != np.uint8:
+        if images.max() <= 1.0:  # float images in [0, 1]
+            images = images * 255.0
+        images = images.clip(0, 255).astype(np.uint8)
+    if images.ndim == 4 and images.shape[1] in (1, 3) and images.shape[-1] not in (1, 3):
+        images = images.transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
+    labels = archive[f"y_{split}"] if f"y_{split}" in archive.files else None
+    return ImageSet(images, labels)
+
+
+def _split_from_jpeg(archive: np.lib.npyio.NpzFile, split: str, fingerprint: str) -> ImageSet | None:
+    if f"jpeg_{split}" not in archive.files:
+        return None
+    if f"offsets_{split}" not in archive.files:
+        raise PretrainlabError(f"npz has 'jpeg_{split}' but no 'offsets_{split}'; expected layout: {JPEG_LAYOUT}")
+    images = cached_array(
+        cache_key("npz-jpeg", fingerprint, split),
+        lambda: decode_jpeg_split(archive[f"jpeg_{split}"], archive[f"offsets_{split}"]),
+    )
+    labels = archive[f"y_{split}"] if f"y_{split}" in archive.files else None
+    return ImageSet(images, labels)
+
+
+def load_npz(argument: str, **_: object) -> ImageSource:
+    path = Path(argument).expanduser()
+    if not path.is_file():
+        raise PretrainlabError(f"npz file not found: {path}")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise PretrainlabError(f"cannot read {path} as an npz archive: {error}") from None
+    with archive:
+        if "x_train" in archive.files:
+            train, test = _split_from_arrays(archive, "train"), _split_from_arrays(archive, "test")
+        elif "jpeg_train" in archive.files:
+            fingerprint = file_fingerprint(path)
+            train = _split_from_jpeg(archive, "train", fingerprint)
+            test = _split_from_jpeg(archive, "test", fingerprint)
+        else:
+            raise PretrainlabError(
+                f"npz {path} has keys {sorted(archive.files)}; expected one of two layouts: "
+                f"({ARRAY_LAYOUT}) or ({JPEG_LAYOUT})"
+            )
+        classes = [str(name) for name in archive["classes"]] if "classes" in archive.files else None
+    return ImageSource(f"npz:{path}", train, test, classes=classes)

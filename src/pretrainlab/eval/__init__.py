@@ -1,0 +1,7 @@
+"""Transfer protocols on frozen or fine-tuned backbones, each returning an `EvalResult`."""
+
+from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, evaluate
+from pretrainlab.eval.record import EvalResult
+from pretrainlab.eval.target import EvalTarget, load_target
+
+__all__ = ["PROTOCOLS", "EvalContext", "EvalResult", "EvalTarget", "evaluate", "load_target"]

@@ -1,0 +1,57 @@
+"""Linear probe: multinomial logistic regression on frozen, standardised features.
+
+Full-batch L-BFGS, with the L2 strength chosen on a stratified validation slice of the training
+split and the classifier then refit on the whole training split, so no test image is used for
+model selection.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from pretrainlab.data.splits import stratified_indices
+
+L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2)
+
+
+def fit_logistic(features: torch.Tensor, labels: torch.Tensor, num_classes: int, l2: float,
+                 max_iter: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    """features (N, D) standardised, labels (N,) -> weight (D, K), bias (K,)."""
+    weight = torch.zeros(features.shape[1], num_classes, requires_grad=True)
+    bias = torch.zeros(num_classes, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=20,
+                                  line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(features @ weight + bias, labels) + l2 * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return weight.detach(), bias.detach()
+
+
+def standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
+    mean, std = train.mean(dim=0), train.std(dim=0).clamp(min=1e-6)
+    return [(x - mean) / std for x in (train, *others)]
+
+
+def linear_probe_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
+                          test_labels: torch.Tensor, seed: int = 0) -> tuple[float, float]:
+    """Top-1 test accuracy in percent and the chosen L2 strength."""
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    fit_idx, val_idx = stratified_indices(train_labels.numpy(), 0.1, seed)
+    fit_x, val_x = standardise(train_features[fit_idx].double(), train_features[val_idx].double())
+    fit_x, val_x = fit_x.float(), val_x.float()
+    best_l2, best_accuracy = L2_GRID[0], -1.0
+    for l2 in L2_GRID:
+        weight, bias = fit_logistic(fit_x, train_labels[fit_idx], num_classes, l2)
+        accuracy = float(((val_x @ weight + bias).argmax(1) == train_labels[val_idx]).float().mean())
+        if accuracy > best_accuracy:
+            best_l2, best_accuracy = l2, accuracy
+    train_x, test_x = (x.float() for x in standardise(train_features.double(), test_features.double()))
+    weight, bias = fit_logistic(train_x, train_labels, num_classes, best_l2)
+    accuracy = float(((test_x @ weight + bias).argmax(1) == test_labels).float().mean()) * 100
+    return accuracy, best_l2

@@ -1,0 +1,77 @@
+"""Transfer protocols by name: each takes a target and a labelled source and returns an `EvalResult`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from pretrainlab.data.source import ImageSource
+from pretrainlab.eval.features import extract_features, normalisation
+from pretrainlab.eval.knn import DEFAULT_TEMPERATURE, as_labels, knn_accuracy
+from pretrainlab.eval.linear import linear_probe_accuracy
+from pretrainlab.eval.record import EvalResult
+from pretrainlab.eval.target import EvalTarget
+from pretrainlab.registry import Registry
+
+
+@dataclass
+class EvalContext:
+    """Shared by the protocols of one evaluation: frozen features are extracted once per target and split."""
+
+    target: EvalTarget
+    source: ImageSource
+    device: torch.device
+    options: dict[str, Any] = field(default_factory=dict)
+    _features: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def features(self, split: str) -> torch.Tensor:
+        if split not in self._features:
+            mean, std = normalisation(self.target, self.source.train.images)
+            images = getattr(self.source, split).images
+            self._features[split] = extract_features(self.target, images, mean, std, self.device)
+        return self._features[split]
+
+    def labels(self, split: str) -> torch.Tensor:
+        return as_labels(getattr(self.source, split).labels)
+
+    def base_settings(self) -> dict[str, Any]:
+        return {"img_size": self.target.img_size, "split": self.source.split_note,
+                "train_images": len(self.source.train), "test_images": len(self.source.test)}
+
+
+Protocol = Callable[[EvalContext], EvalResult]
+PROTOCOLS: Registry[Protocol] = Registry("protocol")
+
+
+@PROTOCOLS.register("knn")
+def knn_protocol(context: EvalContext) -> EvalResult:
+    started = time.perf_counter()
+    k = context.options.get("k")
+    temperature = context.options.get("temperature", DEFAULT_TEMPERATURE)
+    accuracy, used_k = knn_accuracy(context.features("train"), context.labels("train"), context.features("test"),
+                                    context.labels("test"), k, temperature)
+    return EvalResult("knn", context.source.spec, "top1", accuracy, time.perf_counter() - started,
+                      settings={**context.base_settings(), "k": used_k, "temperature": temperature},
+                      backbone=context.target.label)
+
+
+@PROTOCOLS.register("linear")
+def linear_protocol(context: EvalContext) -> EvalResult:
+    started = time.perf_counter()
+    seed = int(context.options.get("seed", 0))
+    accuracy, l2 = linear_probe_accuracy(context.features("train"), context.labels("train"),
+                                         context.features("test"), context.labels("test"), seed)
+    return EvalResult("linear", context.source.spec, "top1", accuracy, time.perf_counter() - started,
+                      settings={**context.base_settings(), "l2": l2, "solver": "lbfgs", "seed": seed},
+                      backbone=context.target.label)
+
+
+def evaluate(context: EvalContext, protocol: str) -> EvalResult:
+    """Runs protocol `protocol`; the source must be labelled."""
+    run = PROTOCOLS.get(protocol)
+    context.source.require_labels(f"protocol '{protocol}'")
+    return run(context)

@@ -1,0 +1,138 @@
+"""The Method contract: a pretext task around a backbone, that the training loop runs without knowing it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn as nn
+
+from pretrainlab.backbones import Backbone
+from pretrainlab.data.views import Views, ViewSpec, make_views, to_float
+from pretrainlab.errors import PretrainlabError
+from pretrainlab.registry import Registry
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a method may know about the data it trains on."""
+
+    img_size: int
+    in_chans: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    num_classes: int = 0
+    dataset_size: int = 0
+
+
+@dataclass(frozen=True)
+class ViewOptions:
+    """Augmentation strengths shared by joint-embedding methods (SimCLR's recipe as defaults).
+
+    Colour jitter uses SimCLR's strength s: brightness, contrast, saturation 0.8 s and hue 0.2 s.
+    """
+
+    crop_min_scale: float = 0.08
+    flip_p: float = 0.5
+    jitter_strength: float = 0.5
+    jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+    blur_p: float = 0.0
+    solarize_p: float = 0.0
+
+    def spec(self, size: int, count: int = 1, **overrides: Any) -> ViewSpec:
+        values = dict(
+            size=size, count=count, crop_scale=(self.crop_min_scale, 1.0), flip_p=self.flip_p,
+            jitter_p=self.jitter_p if self.jitter_strength > 0 else 0.0,
+            brightness=0.8 * self.jitter_strength, contrast=0.8 * self.jitter_strength,
+            saturation=0.8 * self.jitter_strength, hue=min(0.5, 0.2 * self.jitter_strength),
+            grayscale_p=self.grayscale_p, blur_p=self.blur_p, solarize_p=self.solarize_p,
+        )
+        values.update(overrides)
+        return ViewSpec(**values)
+
+
+@dataclass
+class Batch:
+    """What `Method.forward` receives.
+
+    Args:
+        views: view name -> list of `Views` (one per `count` of its spec).
+        images: (B, C, H, W) float in [0, 1], the un-augmented batch.
+        labels: (B,) int64 or None.
+        generator: the step's random generator, for masks drawn inside the method.
+    """
+
+    views: dict[str, list[Views]]
+    images: torch.Tensor
+    labels: torch.Tensor | None = None
+    generator: torch.Generator | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Method(nn.Module):
+    """Base class of every pretext task.
+
+    Subclasses set `config_class`, build their heads in `__init__`, declare their views in
+    `view_specs`, and return {"loss": scalar, ...logged scalars} from `forward`. `backbone` is what
+    gets exported.
+    """
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type] = object
+    needs_labels: ClassVar[bool] = False
+    needs_tokens: ClassVar[bool] = False  # True: the backbone must be a transformer with patch tokens
+
+    def __init__(self, backbone: Backbone, config: Any, context: MethodContext) -> None:
+        super().__init__()
+        if self.needs_tokens and not backbone.has_tokens:
+            raise PretrainlabError(
+                f"method '{self.name}' needs a vision transformer backbone (patch tokens), got '{backbone.name}'; "
+                "try --backbone vit_nano_patch4 or vit_tiny_patch4"
+            )
+        if self.needs_labels and context.num_classes < 2:
+            raise PretrainlabError(f"method '{self.name}' trains with labels; use a labelled dataset")
+        self.backbone = backbone
+        self.config = config
+        self.context = context
+        self.register_buffer("mean", torch.tensor(context.mean), persistent=False)
+        self.register_buffer("std", torch.tensor(context.std), persistent=False)
+
+    def view_specs(self) -> dict[str, ViewSpec]:
+        """View name -> spec. The default: two SimCLR-style views of the training size."""
+        return {"global": ViewOptions().spec(self.context.img_size, count=2)}
+
+    @torch.no_grad()
+    def prepare_batch(self, images_uint8: torch.Tensor, labels: torch.Tensor | None,
+                      generator: torch.Generator) -> Batch:
+        """(B, H, W, C) uint8 on the training device -> a `Batch` of views (outside autocast, no gradients)."""
+        images = to_float(images_uint8)
+        views = {
+            name: [make_views(images, spec, generator, self.mean, self.std) for _ in range(spec.count)]
+            for name, spec in self.view_specs().items()
+        }
+        return Batch(views=views, images=images, labels=labels, generator=generator)
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        """Called after every optimiser step (momentum encoders, EMA teachers, temperature schedules)."""
+
+    def excluded_from_weight_decay(self, name: str, parameter: nn.Parameter) -> bool:
+        """Biases, norms, tokens and position embeddings get no weight decay (the common SSL practice)."""
+        return parameter.ndim <= 1 or name.endswith(("pos_embed", "cls_token", "mask_token", "reg_token"))
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+def register_method(name: str) -> Any:
+    """Class decorator: registers a Method subclass under `name`."""
+
+    def decorate(cls: type[Method]) -> type[Method]:
+        cls.name = name
+        return METHODS.register(name)(cls)
+
+    return decorate

@@ -1,0 +1,87 @@
+"""MAE: hide most patches, encode only the visible ones, reconstruct the hidden pixels.
+
+He, Chen, Xie, Li, Dollar, Girshick, "Masked Autoencoders Are Scalable Vision Learners", arXiv 2111.06377.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pretrainlab.backbones import Backbone
+from pretrainlab.backbones.vit_parts import encode_tokens, gather_tokens, patch_embed_with_pos, patchify
+from pretrainlab.data.masks import keep_indices, random_patch_mask
+from pretrainlab.data.views import ViewSpec
+from pretrainlab.heads import TokenDecoder
+from pretrainlab.methods.base import Batch, Method, MethodContext, register_method
+
+
+@dataclass(frozen=True)
+class MAEConfig:
+    """Args:
+        mask_ratio: share of patches hidden from the encoder (0.75 in the paper).
+        norm_pix_loss: regress per-patch normalised pixels (the paper's better target).
+        decoder_dim, decoder_depth, decoder_heads: the light decoder (512/8/16 for ViT-L; smaller here).
+        crop_min_scale: random-resized-crop lower bound (0.2 in the paper).
+    """
+
+    mask_ratio: float = 0.75
+    norm_pix_loss: bool = True
+    decoder_dim: int = 128
+    decoder_depth: int = 2
+    decoder_heads: int = 4
+    crop_min_scale: float = 0.2
+
+
+def masked_patch_loss(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                      normalize_target: bool) -> torch.Tensor:
+    """Mean squared error over masked patches only.
+
+    Args:
+        prediction, target: (B, N, P) per-patch pixels; mask: (B, N) bool, True = hidden.
+    """
+    if normalize_target:
+        mean = target.mean(dim=-1, keepdim=True)
+        var = target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + 1e-6).sqrt()
+    per_patch = (prediction - target).pow(2).mean(dim=-1)  # (B, N)
+    weights = mask.float()
+    return (per_patch * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+@register_method("mae")
+class MAE(Method):
+    """Asymmetric encoder-decoder: the ViT sees ~25 % of patches, a small decoder predicts the rest."""
+
+    config_class = MAEConfig
+    needs_tokens = True
+
+    def __init__(self, backbone: Backbone, config: MAEConfig, context: MethodContext) -> None:
+        super().__init__(backbone, config, context)
+        patch = backbone.patch_size
+        self.decoder = TokenDecoder(
+            backbone.embed_dim, backbone.grid_size, config.decoder_dim, config.decoder_depth, config.decoder_heads,
+            out_dim=patch * patch * context.in_chans,
+        )
+
+    def view_specs(self) -> dict[str, ViewSpec]:
+        return {"base": ViewSpec(self.context.img_size, crop_scale=(self.config.crop_min_scale, 1.0), jitter_p=0.0,
+                                 grayscale_p=0.0)}
+
+    def reconstruct(self, images: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B, C, H, W), mask (B, N) -> (prediction (B, N, p*p*C), patchified target)."""
+        vit = self.backbone.model
+        tokens = patch_embed_with_pos(vit, images)  # (B, N, D)
+        visible_index, _ = keep_indices(mask)  # (B, K)
+        encoded = encode_tokens(vit, gather_tokens(tokens, visible_index))  # (B, P + K, D)
+        visible = encoded[:, self.backbone.num_prefix_tokens :]
+        prediction = self.decoder(visible, visible_index, tokens.shape[1])
+        return prediction, patchify(images, self.backbone.patch_size)
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        images = batch.views["base"][0].images
+        num_patches = self.backbone.grid_size[0] * self.backbone.grid_size[1]
+        mask = random_patch_mask(images.shape[0], num_patches, self.config.mask_ratio, batch.generator, images.device)
+        prediction, target = self.reconstruct(images, mask)
+        return {"loss": masked_patch_loss(prediction, target, mask, self.config.norm_pix_loss)}

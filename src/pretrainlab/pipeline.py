@@ -1,0 +1,205 @@
+"""Library entry points that tie the layers together: pre-train a run, evaluate a backbone.
+
+The CLI only parses flags into these calls; notebooks and scripts call them directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+import pretrainlab
+from pretrainlab.atomic import atomic_path
+from pretrainlab.backbones import Backbone, create_backbone
+from pretrainlab.config import build_config, config_to_dict
+from pretrainlab.data import ImageSource, load_source
+from pretrainlab.distributed import is_distributed, rank, world_size
+from pretrainlab.errors import PretrainlabError
+from pretrainlab.eval import EvalContext, EvalResult, EvalTarget, evaluate, load_target
+from pretrainlab.eval.features import extract_features
+from pretrainlab.eval.knn import as_labels, knn_accuracy
+from pretrainlab.methods import METHODS, MethodContext
+from pretrainlab.train.checkpoint import checkpoint_path
+from pretrainlab.train.config import RunConfig, TrainConfig
+from pretrainlab.train.loop import Trainer
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if is_distributed() and torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise PretrainlabError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PretrainlabError(f"device '{name}' requested but no CUDA GPU is available; use --device cpu")
+    return device
+
+
+def setup_distributed() -> None:
+    """Joins the process group torchrun describes in the environment (no-op for a single process)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.distributed.is_initialized():
+        return
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    torch.distributed.init_process_group(backend)
+
+
+def recipe_values(method: str, recipe: Path | None = None) -> dict[str, Any]:
+    """The YAML recipe: `recipe` if given, else the packaged `recipes/METHOD.yaml` when there is one."""
+    METHODS.get(method)  # unknown names fail here, with the valid ones listed
+    if recipe is not None:
+        if not Path(recipe).is_file():
+            raise PretrainlabError(f"recipe file not found: {recipe}")
+        text = Path(recipe).read_text()
+    else:
+        packaged = resources.files("pretrainlab") / "recipes" / f"{method}.yaml"
+        if not packaged.is_file():
+            return {"method": method}
+        text = packaged.read_text()
+    values = yaml.safe_load(text) or {}
+    if values.get("method", method) != method:
+        raise PretrainlabError(f"recipe is for method '{values['method']}', not '{method}'")
+    return values
+
+
+def build_run_config(method: str, overrides: dict[str, Any], train_overrides: dict[str, Any],
+                     option_overrides: dict[str, Any], recipe: Path | None = None) -> RunConfig:
+    """Dataclass defaults < recipe < overrides (flags the user gave; None values are ignored)."""
+    values = recipe_values(method, recipe)
+    values["method"] = method
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    train = dict(values.pop("train", {}) or {})
+    train.update({k: v for k, v in train_overrides.items() if v is not None})
+    options = dict(values.pop("method_options", {}) or {})
+    for key, value in option_overrides.items():
+        target = options
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    values["train"] = build_config(TrainConfig, train, "train")
+    values["method_options"] = options
+    config = build_config(RunConfig, values, "run")
+    build_config(METHODS.get(method).config_class, options, method)  # validate options early
+    return config
+
+
+def method_context(source: ImageSource, img_size: int) -> MethodContext:
+    mean, std = source.channel_stats()
+    return MethodContext(img_size=img_size, in_chans=source.channels, mean=tuple(mean), std=tuple(std),
+                         num_classes=source.num_classes, dataset_size=len(source.train))
+
+
+def knn_monitor(source: ImageSource, context: MethodContext, device: torch.device):  # noqa: ANN201
+    """An online kNN probe on the source's own labelled splits, for `TrainConfig.knn_every`."""
+    mean, std = torch.tensor(context.mean), torch.tensor(context.std)
+
+    def monitor(backbone: Backbone, epoch: int) -> dict[str, float]:
+        target = EvalTarget(backbone, "online", context.img_size)
+        train = extract_features(target, source.train.images, mean, std, device)
+        test = extract_features(target, source.test.images, mean, std, device)
+        accuracy, k = knn_accuracy(train, as_labels(source.train.labels), test, as_labels(source.test.labels))
+        log.info("epoch %d: online kNN top-1 %.2f %% (k=%d)", epoch, accuracy, k)
+        return {"knn_top1": accuracy, "knn_k": k}
+
+    return monitor
+
+
+def saved_run_config(run_dir: Path) -> RunConfig:
+    values = yaml.safe_load((run_dir / "config.yaml").read_text())
+    values.pop("resolved", None)
+    values["train"] = build_config(TrainConfig, values.get("train"), "train")
+    return build_config(RunConfig, values, "run")
+
+
+def resume_config(run_dir: Path, overrides: dict[str, Any], train_overrides: dict[str, Any],
+                  option_overrides: dict[str, Any]) -> RunConfig:
+    """The saved configuration of `run_dir`; a flag given again must keep its saved value."""
+    if not (run_dir / "config.yaml").exists():
+        raise PretrainlabError(f"--resume: {run_dir} holds no config.yaml; start the run without --resume")
+    saved = saved_run_config(run_dir)
+    saved_values = config_to_dict(saved)
+    given = {key: value for key, value in overrides.items() if value is not None and key != "out"}
+    given.update({f"train.{k}": v for k, v in train_overrides.items() if v is not None})
+    given.update({f"method_options.{k}": v for k, v in option_overrides.items()})
+    differences = []
+    for key, value in given.items():
+        current: Any = saved_values
+        for part in key.split("."):
+            current = current.get(part) if isinstance(current, dict) else None
+        if current != value and not (isinstance(current, list) and list(value) == current):
+            differences.append(f"{key}: saved {current!r}, given {value!r}")
+    if differences:
+        raise PretrainlabError(f"--resume cannot change the run's settings ({'; '.join(differences)})")
+    return saved
+
+
+def write_config(run_dir: Path, config: RunConfig, resolved: dict[str, Any]) -> None:
+    values = config_to_dict(config)
+    values["resolved"] = resolved
+    with atomic_path(run_dir / "config.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(values, sort_keys=False))
+
+
+def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True,
+             source: ImageSource | None = None) -> dict[str, Any]:
+    """Pre-trains `config.method` and leaves a run folder; returns a summary (steps, seconds, images/s).
+
+    With `resume`, `config` must be the run's saved configuration (`resume_config`).
+    """
+    setup_distributed()
+    run_dir = Path(config.out)
+    if not resume and checkpoint_path(run_dir).exists():
+        raise PretrainlabError(f"{run_dir} already holds a run; add --resume to continue it, or choose another --out")
+    device = resolve_device(config.train.device)
+    source = source or load_source(config.data, image_size=config.img_size, download=config.download)
+    img_size = config.img_size or source.image_size[0]
+    context = method_context(source, img_size)
+    torch.manual_seed(config.train.seed)  # identical initial weights on every rank and every rerun
+    backbone = create_backbone(config.backbone, img_size, source.channels)
+    method_class = METHODS.get(config.method)
+    method_config = build_config(method_class.config_class, config.method_options, config.method)
+    method = method_class(backbone, method_config, context).to(device)
+    if config.train.channels_last:
+        method = method.to(memory_format=torch.channels_last)
+    monitor = knn_monitor(source, context, device) if source.labelled and source.test is not None else None
+    trainer = Trainer(method, source.train, config.train, run_dir, device, monitor, show_progress)
+    if rank() == 0 and not resume:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(run_dir, config, {
+            "img_size": img_size, "in_chans": source.channels, "mean": list(context.mean), "std": list(context.std),
+            "num_classes": source.num_classes, "train_images": len(source.train), "split": source.split_note,
+            "steps_per_epoch": trainer.plan.steps_per_epoch, "world_size": world_size(),
+            "pretrainlab": pretrainlab.__version__, "torch": str(torch.__version__),
+        })
+    summary = trainer.fit(resume=resume)
+    summary.update({"run_dir": str(run_dir), "method": config.method, "backbone": config.backbone})
+    return summary
+
+
+def evaluate_backbone(spec: str, data: str, protocols: list[str], device: str = "auto",
+                      weights: Path | None = None, img_size: int | None = None, options: dict[str, Any] | None = None,
+                      source: ImageSource | None = None, download: bool = False) -> list[EvalResult]:
+    """Evaluates a run folder or `timm:NAME` on a labelled source with each protocol."""
+    source = source or load_source(data, image_size=img_size, download=download)
+    source.require_labels("evaluation")
+    target = load_target(spec, img_size or source.image_size[0], source.channels, weights)
+    context = EvalContext(target, source, resolve_device(device), dict(options or {}))
+    return [evaluate(context, protocol) for protocol in protocols]
+
+
+def replace_train(config: RunConfig, **changes: Any) -> RunConfig:
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, **changes))

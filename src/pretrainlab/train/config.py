@@ -1,0 +1,82 @@
+"""The training configuration and the fully resolved run configuration saved as config.yaml."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pretrainlab.errors import PretrainlabError
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Args:
+        epochs: passes over the training split.
+        batch_size: images per optimiser step, over all processes.
+        optimizer: sgd, adamw or lars.
+        lr: base learning rate for a batch of 256; scaled linearly with batch_size when lr_scaling is "linear".
+        min_lr: learning rate at the end of the cosine decay.
+        warmup_epochs: linear warm-up length (fractions allowed).
+        precision: fp32, bf16 (autocast) or fp16 (autocast with a gradient scaler).
+        grad_clip: clip the gradient norm to this value (0: off).
+        accumulate: split each batch into this many micro-batches, one optimiser step per batch.
+        checkpoint_every: steps between checkpoints (0: once per epoch); one is always written at the end.
+        knn_every: run the online kNN monitor every this many epochs (0: off).
+        stop_after: stop as if interrupted after this many steps (0: never); continue with resume.
+        prefetch: batches a background thread reads ahead (GPU runs).
+    """
+
+    epochs: int = 100
+    batch_size: int = 256
+    optimizer: str = "sgd"
+    lr: float = 0.06
+    lr_scaling: str = "linear"
+    min_lr: float = 0.0
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    warmup_epochs: float = 10.0
+    precision: str = "fp32"
+    grad_clip: float = 0.0
+    accumulate: int = 1
+    checkpoint_every: int = 0
+    knn_every: int = 0
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+    channels_last: bool = False
+    compile: bool = False
+    sync_batchnorm: bool = False
+    stop_after: int = 0
+    prefetch: int = 2
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.accumulate < 1:
+            raise PretrainlabError("epochs, batch_size and accumulate must be >= 1")
+        if self.batch_size % self.accumulate:
+            raise PretrainlabError(f"batch_size {self.batch_size} must be divisible by accumulate {self.accumulate}")
+        if self.precision not in PRECISIONS:
+            raise PretrainlabError(f"unknown precision '{self.precision}'; valid precisions: {', '.join(PRECISIONS)}")
+        if self.lr_scaling not in ("linear", "none"):
+            raise PretrainlabError(f"lr_scaling must be 'linear' or 'none', got '{self.lr_scaling}'")
+        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
+            raise PretrainlabError("lr must be > 0, weight_decay and warmup_epochs >= 0")
+
+    @property
+    def scaled_lr(self) -> float:
+        return self.lr * self.batch_size / 256 if self.lr_scaling == "linear" else self.lr
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything needed to rerun a pre-training: saved, resolved, as `config.yaml` in the run folder."""
+
+    method: str
+    backbone: str = "resnet18_cifar"
+    data: str = "builtin"
+    out: str = "runs/run"
+    img_size: int | None = None
+    method_options: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    download: bool = False

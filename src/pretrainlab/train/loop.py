@@ -1,0 +1,240 @@
+"""The one training loop: any Method, any source; it never knows which method it runs."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from pretrainlab.backbones import save_backbone
+from pretrainlab.data.loader import BatchPlan, batches
+from pretrainlab.data.source import ImageSet
+from pretrainlab.distributed import is_distributed, rank, world_size
+from pretrainlab.errors import PretrainlabError
+from pretrainlab.methods.base import Method
+from pretrainlab.train.checkpoint import append_metrics, load_checkpoint, save_checkpoint, truncate_metrics
+from pretrainlab.train.config import TrainConfig
+from pretrainlab.train.optim import build_optimizer, learning_rate_at, set_learning_rate
+
+log = logging.getLogger(__name__)
+
+Monitor = Callable[[nn.Module, int], dict[str, float]]
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class TrainingInterrupted(PretrainlabError):
+    """Raised after a signal (or `stop_after`) once the current step is checkpointed."""
+
+
+class TrainingDiverged(PretrainlabError):
+    """The loss became NaN or infinite; the last checkpoint on disk predates it."""
+
+
+def step_seed(seed: int, process_rank: int, step: int) -> int:
+    """One seed per (run, rank, step): views, masks and dropout are reproducible after a resume."""
+    return (seed * 1_000_003 + process_rank * 7_919 + step) % (2**63 - 1)
+
+
+@dataclass
+class Progress:
+    step: int = 0
+    last_loss: float = math.nan
+    window_images: int = 0
+    window_start: float = 0.0
+
+
+class Trainer:
+    """Runs `method` over `images` for `config.epochs`, writing checkpoints and metrics into `run_dir`.
+
+    Args:
+        method: the pretext task (already on `device`).
+        images: the training split (labels are passed to methods that use them).
+        monitor: optional callable(backbone, epoch) -> scalars, e.g. an online kNN accuracy.
+    """
+
+    def __init__(self, method: Method, images: ImageSet, config: TrainConfig, run_dir: Path, device: torch.device,
+                 monitor: Monitor | None = None, show_progress: bool = True) -> None:
+        self.method = method
+        self.images = images
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.device = device
+        self.monitor = monitor
+        self.is_main = rank() == 0
+        self.show_progress = show_progress and self.is_main
+        self.plan = BatchPlan(len(images), config.batch_size, config.seed, rank(), world_size())
+        self.total_steps = self.plan.steps_per_epoch * config.epochs
+        self.warmup_steps = int(round(config.warmup_epochs * self.plan.steps_per_epoch))
+        self.model: nn.Module = method
+        if config.sync_batchnorm and is_distributed():
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(method)
+        if is_distributed():
+            self.model = nn.parallel.DistributedDataParallel(self.model)
+        self.optimizer = build_optimizer(method, config.optimizer, config.scaled_lr, config.weight_decay,
+                                         config.momentum)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
+        self.forward = torch.compile(self.model) if config.compile else self.model
+        self.generator = torch.Generator(device=device)
+        self._interrupted = False
+
+    # -- state ---------------------------------------------------------------------------------
+    def state(self, step: int) -> dict[str, Any]:
+        return {"method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(), "step": step}
+
+    def restore(self) -> int:
+        state = load_checkpoint(self.run_dir)
+        self.method.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.is_main:
+            truncate_metrics(self.run_dir, int(state["step"]))
+        return int(state["step"])
+
+    def checkpoint(self, step: int) -> None:
+        if self.is_main:
+            save_checkpoint(self.run_dir, self.state(step))
+
+    # -- one step ------------------------------------------------------------------------------
+    def train_step(self, step: int, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """One optimiser step over `accumulate` micro-batches; returns the mean of the logged scalars."""
+        config = self.config
+        set_learning_rate(self.optimizer, learning_rate_at(step, self.total_steps, self.warmup_steps,
+                                                           config.scaled_lr, config.min_lr))
+        seed = step_seed(config.seed, rank(), step)
+        torch.manual_seed(seed)
+        self.generator.manual_seed(seed)
+        chunks = list(zip(images.chunk(config.accumulate),
+                          labels.chunk(config.accumulate) if labels is not None else [None] * config.accumulate,
+                          strict=True))
+        totals: dict[str, torch.Tensor] = {}
+        for index, (chunk, chunk_labels) in enumerate(chunks):
+            batch = self.method.prepare_batch(chunk, chunk_labels, self.generator)
+            if config.channels_last:
+                for views in batch.views.values():
+                    for view in views:
+                        view.images = view.images.contiguous(memory_format=torch.channels_last)
+            last = index == len(chunks) - 1
+            sync = contextlib.nullcontext() if last or not is_distributed() else self.model.no_sync()
+            with sync, torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES.get(config.precision),
+                                      enabled=config.precision != "fp32"):
+                outputs = self.forward(batch)
+            self.scaler.scale(outputs["loss"] / config.accumulate).backward()
+            for key, value in outputs.items():
+                totals[key] = totals.get(key, 0.0) + value.detach().float() / config.accumulate
+        if config.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            totals["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.method.parameters(), config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.method.on_step_end(step, self.total_steps)
+        return totals
+
+    # -- the loop ------------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        start_step = self.restore() if resume else 0
+        progress = Progress(step=start_step, window_start=time.perf_counter())
+        check_every = 1 if self.device.type == "cpu" else self.config.log_every
+        started = time.perf_counter()
+        bar = tqdm(total=self.total_steps, initial=start_step, disable=not self.show_progress, unit="step",
+                   dynamic_ncols=True, desc=f"{self.method.name}")
+        previous_handlers = self._install_signal_handlers()
+        self.method.train()
+        try:
+            stream = batches(self.images, self.plan, start_step, self.total_steps, self.device,
+                             self.config.prefetch if self.device.type == "cuda" else 0)
+            for step, images, labels in stream:
+                scalars = self.train_step(step, images, labels)
+                progress.step = step + 1
+                progress.window_images += self.config.batch_size
+                if progress.step % check_every == 0 or progress.step == self.total_steps:
+                    self._check_finite(scalars, step)
+                if progress.step % self.config.log_every == 0 or progress.step == self.total_steps:
+                    self._log(progress, scalars, bar)
+                self._epoch_end_work(progress.step)
+                bar.update(1)
+                if self._should_stop(progress.step):
+                    self.checkpoint(progress.step)
+                    raise TrainingInterrupted(
+                        f"stopped at step {progress.step} of {self.total_steps}; checkpoint saved in "
+                        f"{self.run_dir / 'checkpoints'}; continue with --resume"
+                    )
+        finally:
+            bar.close()
+            self._restore_signal_handlers(previous_handlers)
+        self.checkpoint(self.total_steps)
+        if self.is_main:
+            save_backbone(self.method.backbone, self.run_dir / "backbone.safetensors")
+        seconds = time.perf_counter() - started
+        return {"steps": self.total_steps, "seconds": seconds, "final_loss": progress.last_loss,
+                "images_per_second": (self.total_steps - start_step) * self.config.batch_size / max(seconds, 1e-9)}
+
+    def _epoch_end_work(self, step: int) -> None:
+        steps_per_epoch = self.plan.steps_per_epoch
+        every = self.config.checkpoint_every or steps_per_epoch
+        if step % every == 0 and step < self.total_steps:
+            self.checkpoint(step)
+        epoch, within_epoch = divmod(step, steps_per_epoch)
+        knn_due = self.config.knn_every and within_epoch == 0 and epoch % self.config.knn_every == 0
+        if self.monitor and knn_due:
+            if self.is_main:
+                scalars = self.monitor(self.method.backbone, epoch)
+                append_metrics(self.run_dir, {"step": step, "epoch": epoch, **scalars})
+                self.method.train()
+            if is_distributed():
+                torch.distributed.barrier()
+
+    def _check_finite(self, scalars: dict[str, torch.Tensor], step: int) -> None:
+        loss = float(scalars["loss"])
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"loss became {loss} at step {step + 1} (epoch {step // self.plan.steps_per_epoch}); the last good "
+                f"checkpoint is in {self.run_dir / 'checkpoints'}; lower --lr, set --grad-clip or use --precision fp32"
+            )
+
+    def _log(self, progress: Progress, scalars: dict[str, torch.Tensor], bar: tqdm) -> None:
+        now = time.perf_counter()
+        rate = progress.window_images / max(now - progress.window_start, 1e-9)
+        values = {key: float(value) for key, value in scalars.items()}
+        progress.last_loss = values["loss"]
+        progress.window_images, progress.window_start = 0, now
+        record = {"step": progress.step, "epoch": progress.step / self.plan.steps_per_epoch,
+                  "lr": self.optimizer.param_groups[0]["lr"], "images_per_second": rate, **values}
+        if self.is_main:
+            append_metrics(self.run_dir, record)
+        bar.set_postfix(loss=f"{values['loss']:.4f}", img_s=f"{rate:.0f}")
+
+    def _should_stop(self, step: int) -> bool:
+        stop = self._interrupted or (self.config.stop_after and step >= self.config.stop_after)
+        if is_distributed():  # every rank must stop at the same step, or collectives hang
+            flag = torch.tensor([float(stop)], device=self.device)
+            torch.distributed.all_reduce(flag)
+            stop = bool(flag.item() > 0)
+        return bool(stop) and step < self.total_steps
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        def request_stop(signum: int, _frame: Any) -> None:
+            log.warning("signal %d: stopping after this step and saving a checkpoint", signum)
+            self._interrupted = True
+
+        previous = {}
+        with contextlib.suppress(ValueError):  # signals can only be set from the main thread
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                previous[signum] = signal.signal(signum, request_stop)
+        return previous
+
+    @staticmethod
+    def _restore_signal_handlers(previous: dict[int, Any]) -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
