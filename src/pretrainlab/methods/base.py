@@ -83,6 +83,8 @@ class Method(nn.Module):
     config_class: ClassVar[type] = object
     needs_labels: ClassVar[bool] = False
     needs_tokens: ClassVar[bool] = False  # True: the backbone must be a transformer with patch tokens
+    # Options that make a tiny, fast instance for the registry-driven tests (small heads, few prototypes).
+    example_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, backbone: Backbone, config: Any, context: MethodContext) -> None:
         super().__init__()

@@ -56,6 +56,7 @@ class MAE(Method):
 
     config_class = MAEConfig
     needs_tokens = True
+    example_options = {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2}
 
     def __init__(self, backbone: Backbone, config: MAEConfig, context: MethodContext) -> None:
         super().__init__(backbone, config, context)

@@ -43,6 +43,7 @@ class RotNet(Method):
     """A 4-way classifier on the backbone's pooled features, trained with cross-entropy."""
 
     config_class = RotNetConfig
+    example_options = {"hidden_dim": 32}
 
     def __init__(self, backbone: Backbone, config: RotNetConfig, context: MethodContext) -> None:
         super().__init__(backbone, config, context)

@@ -38,6 +38,7 @@ class SimCLR(Method):
     """Two views x_i, x_j of each image; the loss pulls g(f(x_i)) towards g(f(x_j)) against the 2N - 2 others."""
 
     config_class = SimCLRConfig
+    example_options = {"hidden_dim": 64, "projection_dim": 32}
 
     def __init__(self, backbone: Backbone, config: SimCLRConfig, context: MethodContext) -> None:
         super().__init__(backbone, config, context)

@@ -1,0 +1,154 @@
+"""Every method, one budget: pre-train on Fashion-MNIST, then kNN and linear probe, against random init.
+
+Rows are written one JSON file per method to bench/results/methods/, so methods can be (re)measured
+separately and the table in docs/methods.md is rendered from whatever rows exist:
+
+    python bench/methods_table.py --methods simclr,rotnet,mae     # measure these rows
+    python bench/methods_table.py --random                        # the random-init rows
+    python bench/methods_table.py --render                        # write docs/methods.md
+
+The budget (identical for every row): a fixed stratified subset of TRAIN_IMAGES Fashion-MNIST training
+images for pre-training, EPOCHS epochs of BATCH_SIZE, each method's own recipe for optimiser and
+learning rate (warm-up shortened to 1 epoch), then kNN (k=200, T=0.07) and a linear probe on frozen
+features of the full 60,000-image training split, scored on the 10,000 test images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from pretrainlab.backbones import create_backbone
+from pretrainlab.data import load_source
+from pretrainlab.data.source import ImageSource
+from pretrainlab.data.splits import stratified_indices
+from pretrainlab.eval import EvalContext, EvalTarget, evaluate
+from pretrainlab.eval.target import load_run_target
+from pretrainlab.methods import METHODS
+from pretrainlab.pipeline import build_run_config, pretrain
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data" / "fashion_mnist.npz"
+RESULTS = ROOT / "bench" / "results" / "methods"
+TABLE = ROOT / "docs" / "methods.md"
+TRAIN_IMAGES = 10_000
+EPOCHS = 10
+BATCH_SIZE = 256
+CNN_BACKBONE = "tinycnn"
+VIT_BACKBONE = "vit_nano_patch4"
+
+
+def load_data() -> tuple[ImageSource, ImageSource]:
+    """(full labelled source for evaluation, pre-training subset of the training split)."""
+    if not DATA.exists():
+        sys.exit(f"missing {DATA}: this benchmark reads the offline Fashion-MNIST copy in ../shared/data")
+    full = load_source(f"npz:{DATA}")
+    keep, _ = stratified_indices(full.train.labels, 1 - TRAIN_IMAGES / len(full.train), seed=0)
+    subset = ImageSource(full.spec, full.train.subset(keep), full.test, full.classes,
+                         split_note=f"stratified {len(keep)}-image pre-training subset, seed 0")
+    return full, subset
+
+
+def evaluate_target(target: EvalTarget, source: ImageSource) -> dict[str, float]:
+    context = EvalContext(target, source, torch.device("cpu"))
+    knn, linear = evaluate(context, "knn"), evaluate(context, "linear")
+    return {"knn_top1": knn.value, "knn_k": knn.settings["k"], "linear_top1": linear.value}
+
+
+def measure_method(name: str, full: ImageSource, subset: ImageSource, options: dict, epochs: int) -> dict:
+    method_class = METHODS.get(name)
+    backbone = VIT_BACKBONE if method_class.needs_tokens else CNN_BACKBONE
+    out = ROOT / "runs" / "bench-methods" / name
+    if (out / "checkpoints").exists():
+        import shutil
+
+        shutil.rmtree(out)
+    config = build_run_config(
+        name, {"backbone": backbone, "data": full.spec, "out": str(out)},
+        {"epochs": epochs, "batch_size": BATCH_SIZE, "warmup_epochs": 1.0, "knn_every": 0}, options,
+    )
+    started = time.perf_counter()
+    summary = pretrain(config, source=subset, show_progress=False)
+    seconds = time.perf_counter() - started
+    row = {"method": name, "backbone": backbone, "epochs": epochs, "train_images": len(subset.train),
+           "seconds_per_epoch": seconds / epochs, "final_loss": summary["final_loss"], "options": options,
+           **evaluate_target(load_run_target(out), full)}
+    return row
+
+
+def measure_random(full: ImageSource) -> list[dict]:
+    rows = []
+    for backbone_name in (CNN_BACKBONE, VIT_BACKBONE):
+        torch.manual_seed(0)
+        backbone = create_backbone(backbone_name, full.image_size[0], full.channels)
+        target = EvalTarget(backbone, f"timm:{backbone_name}", full.image_size[0])
+        rows.append({"method": "random init", "backbone": backbone_name, "epochs": 0, "train_images": 0,
+                     "seconds_per_epoch": 0.0, "final_loss": None, "options": {},
+                     **evaluate_target(target, full)})
+    return rows
+
+
+def write_row(row: dict, key: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    row["measured"] = time.strftime("%Y-%m-%d %H:%M")
+    (RESULTS / f"{key}.json").write_text(json.dumps(row, indent=2))
+    print(json.dumps(row))
+
+
+def render() -> None:
+    rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+    rows.sort(key=lambda r: (r["method"] != "random init", r["backbone"], -r["knn_top1"]))
+    lines = [
+        "| method | backbone | kNN top-1 | linear top-1 | s / epoch | notes |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        seconds = f"{row['seconds_per_epoch']:.1f}" if row["epochs"] else "-"
+        lines.append(f"| {row['method']} | {row['backbone']} | {row['knn_top1']:.2f} | {row['linear_top1']:.2f} | "
+                     f"{seconds} | {row.get('note', '')} |")
+    text = TABLE.read_text() if TABLE.exists() else "# Methods\n\n<!-- table -->\n<!-- /table -->\n"
+    start, end = text.index("<!-- table -->"), text.index("<!-- /table -->")
+    header = (f"Fashion-MNIST (`../shared/data/fashion_mnist.npz`), pre-training on a fixed stratified "
+              f"{TRAIN_IMAGES}-image subset, {EPOCHS} epochs, batch {BATCH_SIZE}, 2 CPU cores; kNN (T=0.07) and "
+              "linear probe on frozen features of all 60,000 training images, top-1 % on the 10,000 test images. "
+              "Produced by `python bench/methods_table.py --render`.\n\n")
+    TABLE.parent.mkdir(parents=True, exist_ok=True)
+    TABLE.write_text(text[: start + len("<!-- table -->")] + "\n" + header + "\n".join(lines) + "\n" + text[end:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", default="", help="comma-separated method names")
+    parser.add_argument("--random", action="store_true", help="measure the random-init rows")
+    parser.add_argument("--render", action="store_true", help="write docs/methods.md from the stored rows")
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--option", action="append", default=[], help="METHOD:key=value, e.g. simclr:temperature=0.2")
+    parser.add_argument("--tag", default="", help="suffix of the row's file name (variants of one method)")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.methods or args.random:
+        full, subset = load_data()
+        if args.random:
+            for row in measure_random(full):
+                write_row(row, f"random-{row['backbone']}")
+        for name in filter(None, args.methods.split(",")):
+            options = {}
+            for text in args.option:
+                method, _, assignment = text.partition(":")
+                if method == name:
+                    key, _, value = assignment.partition("=")
+                    options[key] = yaml.safe_load(value)
+            row = measure_method(name, full, subset, options, args.epochs)
+            write_row(row, name + (f"-{args.tag}" if args.tag else ""))
+    if args.render:
+        render()
+
+
+if __name__ == "__main__":
+    main()

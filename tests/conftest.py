@@ -1,0 +1,31 @@
+"""Shared fixtures: small real data and tiny settings so the suite stays fast on 2 CPU cores."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("PRETRAINLAB_CACHE", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "data"))
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
+@pytest.fixture(scope="session")
+def builtin_source():
+    from pretrainlab.data import load_source
+
+    return load_source("builtin")
+
+
+@pytest.fixture()
+def rgb_batch() -> torch.Tensor:
+    """16 random uint8 RGB images (B, H, W, C) at 32 px."""
+    generator = torch.Generator().manual_seed(1)
+    return torch.randint(0, 256, (16, 32, 32, 3), dtype=torch.uint8, generator=generator)
