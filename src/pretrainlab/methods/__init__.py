@@ -9,7 +9,7 @@ import pkgutil
 from pretrainlab.methods.base import METHODS, Batch, Method, MethodContext, ViewOptions, register_method
 
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name != "base":
+    if _module.name != "base" and not _module.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["METHODS", "Batch", "Method", "MethodContext", "ViewOptions", "register_method"]

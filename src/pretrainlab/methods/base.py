@@ -119,6 +119,14 @@ class Method(nn.Module):
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def representations(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Named features of normalised images (B, C, H, W) -> {name: (B, D)}; "backbone" is always there.
+
+        Methods with projection heads add "head.0", "head.1", ... (after each head layer) so evaluation
+        can measure the representation before the head and after each of its layers.
+        """
+        return {"backbone": self.backbone.pooled(images)}
+
     def on_step_end(self, step: int, total_steps: int) -> None:
         """Called after every optimiser step (momentum encoders, EMA teachers, temperature schedules)."""
 
