@@ -57,7 +57,7 @@ def load_data() -> tuple[ImageSource, ImageSource]:
 
 def evaluate_target(target: EvalTarget, source: ImageSource) -> dict[str, float]:
     context = EvalContext(target, source, torch.device("cpu"))
-    knn, linear = evaluate(context, "knn"), evaluate(context, "linear")
+    knn, linear = evaluate(context, "knn")[0], evaluate(context, "linear")[0]
     return {"knn_top1": knn.value, "knn_k": knn.settings["k"], "linear_top1": linear.value}
 
 

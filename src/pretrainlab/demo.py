@@ -26,7 +26,7 @@ def random_init_results(backbone_name: str, seed: int, source: Any, img_size: in
     torch.manual_seed(seed)
     backbone = create_backbone(backbone_name, img_size, source.channels)
     context = EvalContext(EvalTarget(backbone, f"random {backbone_name}", img_size), source, torch.device("cpu"))
-    return {protocol: evaluate(context, protocol).value for protocol in ("knn", "linear")}
+    return {protocol: evaluate(context, protocol)[0].value for protocol in ("knn", "linear")}
 
 
 def run_demo(out: str | None = None, epochs: int | None = None, show_progress: bool = True) -> list[dict[str, Any]]:
@@ -40,7 +40,7 @@ def run_demo(out: str | None = None, epochs: int | None = None, show_progress: b
     minutes = (time.perf_counter() - started) / 60
     run_dir = Path(out)
     context = EvalContext(load_run_target(run_dir), source, torch.device("cpu"))
-    trained = {protocol: evaluate(context, protocol) for protocol in ("knn", "linear")}
+    trained = {protocol: evaluate(context, protocol)[0] for protocol in ("knn", "linear")}
     random = random_init_results(DEMO_BACKBONE, config.train.seed, source, source.image_size[0])
     row = {
         "method": DEMO_METHOD, "backbone": DEMO_BACKBONE, "knn_top1": trained["knn"].value,

@@ -198,7 +198,7 @@ def evaluate_backbone(spec: str, data: str, protocols: list[str], device: str = 
     source.require_labels("evaluation")
     target = load_target(spec, img_size or source.image_size[0], source.channels, weights)
     context = EvalContext(target, source, resolve_device(device), dict(options or {}))
-    return [evaluate(context, protocol) for protocol in protocols]
+    return [result for protocol in protocols for result in evaluate(context, protocol)]
 
 
 def replace_train(config: RunConfig, **changes: Any) -> RunConfig:

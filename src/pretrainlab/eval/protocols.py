@@ -43,35 +43,36 @@ class EvalContext:
                 "train_images": len(self.source.train), "test_images": len(self.source.test)}
 
 
-Protocol = Callable[[EvalContext], EvalResult]
+# A protocol returns one record per metric it measures (e.g. recall@1 and recall@5, or one per label fraction).
+Protocol = Callable[[EvalContext], list[EvalResult]]
 PROTOCOLS: Registry[Protocol] = Registry("protocol")
 
 
 @PROTOCOLS.register("knn")
-def knn_protocol(context: EvalContext) -> EvalResult:
+def knn_protocol(context: EvalContext) -> list[EvalResult]:
     started = time.perf_counter()
     k = context.options.get("k")
     temperature = context.options.get("temperature", DEFAULT_TEMPERATURE)
     accuracy, used_k = knn_accuracy(context.features("train"), context.labels("train"), context.features("test"),
                                     context.labels("test"), k, temperature)
-    return EvalResult("knn", context.source.spec, "top1", accuracy, time.perf_counter() - started,
-                      settings={**context.base_settings(), "k": used_k, "temperature": temperature},
-                      backbone=context.target.label)
+    return [EvalResult("knn", context.source.spec, "top1", accuracy, time.perf_counter() - started,
+                       settings={**context.base_settings(), "k": used_k, "temperature": temperature},
+                       backbone=context.target.label)]
 
 
 @PROTOCOLS.register("linear")
-def linear_protocol(context: EvalContext) -> EvalResult:
+def linear_protocol(context: EvalContext) -> list[EvalResult]:
     started = time.perf_counter()
     seed = int(context.options.get("seed", 0))
     accuracy, l2 = linear_probe_accuracy(context.features("train"), context.labels("train"),
                                          context.features("test"), context.labels("test"), seed)
-    return EvalResult("linear", context.source.spec, "top1", accuracy, time.perf_counter() - started,
-                      settings={**context.base_settings(), "l2": l2, "solver": "lbfgs", "seed": seed},
-                      backbone=context.target.label)
+    return [EvalResult("linear", context.source.spec, "top1", accuracy, time.perf_counter() - started,
+                       settings={**context.base_settings(), "l2": l2, "solver": "lbfgs", "seed": seed},
+                       backbone=context.target.label)]
 
 
-def evaluate(context: EvalContext, protocol: str) -> EvalResult:
-    """Runs protocol `protocol`; the source must be labelled."""
+def evaluate(context: EvalContext, protocol: str) -> list[EvalResult]:
+    """Runs protocol `protocol` (its seed, if any, is `context.options["seed"]`); the source must be labelled."""
     run = PROTOCOLS.get(protocol)
     context.source.require_labels(f"protocol '{protocol}'")
     return run(context)

@@ -19,6 +19,7 @@ class EvalResult:
         seconds: wall time of the evaluation, feature extraction included.
         settings: protocol settings (k, temperature, seeds, split, image size...).
         backbone: what was evaluated (run folder, or timm:NAME).
+        higher_is_better: False for costs such as milliseconds per batch or error rates.
     """
 
     protocol: str
@@ -29,6 +30,7 @@ class EvalResult:
     spread: float | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     backbone: str = ""
+    higher_is_better: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
