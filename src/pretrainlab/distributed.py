@@ -30,6 +30,17 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(dist_functional.all_gather(x), dim=0)
 
 
+def all_reduce_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Sum of `x` over ranks, differentiable: for batch statistics and correlation matrices of the global batch.
+
+    Every rank then holds the same global value; backward sums the ranks' gradients, so each rank's input
+    receives W times the gradient of the (identical) global loss, which DDP's averaging divides back.
+    """
+    if not is_distributed():
+        return x
+    return dist_functional.all_reduce(x)
+
+
 def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     """Like `gather_with_grad` without gradients: for queues, teachers and statistics."""
     if not is_distributed():
