@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 # ITU-R 601 luma weights, the ones torchvision's rgb_to_grayscale uses.
-LUMA = (0.299, 0.587, 0.114)
+LUMA = (0.2989, 0.587, 0.114)
 
 
 def grayscale(x: torch.Tensor) -> torch.Tensor:

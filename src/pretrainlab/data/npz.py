@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,9 @@ def decode_jpeg_split(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     encoded = [torch.from_numpy(data[offsets[i] : offsets[i + 1]].copy()) for i in range(len(offsets) - 1)]
     decoded = []
     for start in range(0, len(encoded), 4096):  # decode in chunks to bound peak memory
-        chunk = decode_jpeg(encoded[start : start + 4096], mode=ImageReadMode.RGB)
+        with warnings.catch_warnings():  # torchvision 0.29 announces a move of its decoders to torchcodec
+            warnings.simplefilter("ignore", DeprecationWarning)
+            chunk = decode_jpeg(encoded[start : start + 4096], mode=ImageReadMode.RGB)
         decoded.extend(image.permute(1, 2, 0) for image in chunk)  # (H, W, 3)
     shapes = {tuple(image.shape) for image in decoded}
     if len(shapes) != 1:

@@ -11,13 +11,19 @@ TEST_FRACTION = 0.2
 
 
 def stratified_indices(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Returns (train_idx, test_idx), taking round(test_fraction * n_c) images of every class c."""
+    """Returns (train_idx, test_idx), taking round(test_fraction * n_c) images of every class c.
+
+    A class with at least two images always keeps one image on each side, so no class is missing
+    from either split.
+    """
     rng = np.random.default_rng(seed)
     train_parts, test_parts = [], []
     for cls in np.unique(labels):
         members = np.flatnonzero(labels == cls)
         rng.shuffle(members)
         n_test = int(round(test_fraction * len(members)))
+        if len(members) >= 2:
+            n_test = min(max(n_test, 1), len(members) - 1)
         test_parts.append(members[:n_test])
         train_parts.append(members[n_test:])
     return np.sort(np.concatenate(train_parts)), np.sort(np.concatenate(test_parts))
