@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from pretrainlab.data.source import ImageSource
+from pretrainlab.errors import PretrainlabError
 from pretrainlab.eval.features import extract_features, normalisation
 from pretrainlab.eval.knn import DEFAULT_TEMPERATURE, as_labels, knn_accuracy
 from pretrainlab.eval.linear import linear_probe_accuracy
@@ -44,8 +45,42 @@ class EvalContext:
 
 
 # A protocol returns one record per metric it measures (e.g. recall@1 and recall@5, or one per label fraction).
+# (protocol, metric) names one number across backbones: put variants in the metric name, e.g. "top1@10%".
 Protocol = Callable[[EvalContext], list[EvalResult]]
 PROTOCOLS: Registry[Protocol] = Registry("protocol")
+
+# Why a protocol cannot run on a source (None: it can). Undeclared protocols need labels.
+ApplicabilityCheck = Callable[[ImageSource], str | None]
+
+
+class NotApplicable(PretrainlabError):
+    """The data lacks what a protocol needs (labels, masks, several labels per image); the gauntlet skips it."""
+
+
+def needs_labels(source: ImageSource) -> str | None:
+    return None if source.labelled else f"needs labels, but dataset '{source.spec}' is unlabeled"
+
+
+def needs_nothing(source: ImageSource) -> str | None:
+    return None
+
+
+def applies_when(check: ApplicabilityCheck) -> Callable[[Protocol], Protocol]:
+    """Declares what a protocol needs from the source, e.g. `@applies_when(needs_nothing)` for speed.
+
+    A protocol that finds out only while running that the data lacks something raises `NotApplicable`.
+    """
+
+    def decorate(protocol: Protocol) -> Protocol:
+        protocol.applies_to = check  # type: ignore[attr-defined]
+        return protocol
+
+    return decorate
+
+
+def skip_reason(protocol: str, source: ImageSource) -> str | None:
+    """Why protocol `protocol` cannot run on `source`, or None when it can."""
+    return getattr(PROTOCOLS.get(protocol), "applies_to", needs_labels)(source)
 
 
 @PROTOCOLS.register("knn")
@@ -56,7 +91,8 @@ def knn_protocol(context: EvalContext) -> list[EvalResult]:
     accuracy, used_k = knn_accuracy(context.features("train"), context.labels("train"), context.features("test"),
                                     context.labels("test"), k, temperature)
     return [EvalResult("knn", context.source.spec, "top1", accuracy, time.perf_counter() - started,
-                       settings={**context.base_settings(), "k": used_k, "temperature": temperature},
+                       settings={**context.base_settings(), "k": used_k, "temperature": temperature,
+                                 "deterministic": True},  # no randomness: the spread over seeds is 0
                        backbone=context.target.label)]
 
 
@@ -67,12 +103,17 @@ def linear_protocol(context: EvalContext) -> list[EvalResult]:
     accuracy, l2 = linear_probe_accuracy(context.features("train"), context.labels("train"),
                                          context.features("test"), context.labels("test"), seed)
     return [EvalResult("linear", context.source.spec, "top1", accuracy, time.perf_counter() - started,
-                       settings={**context.base_settings(), "l2": l2, "solver": "lbfgs", "seed": seed},
+                       settings={**context.base_settings(), "l2": l2, "solver": "lbfgs", "seed": seed,
+                                 "validation": "10% of train, stratified, drawn by the seed"},
                        backbone=context.target.label)]
 
 
 def evaluate(context: EvalContext, protocol: str) -> list[EvalResult]:
-    """Runs protocol `protocol` (its seed, if any, is `context.options["seed"]`); the source must be labelled."""
+    """Runs protocol `protocol` (its seed, if any, is `context.options["seed"]`) if the source has what it needs."""
     run = PROTOCOLS.get(protocol)
-    context.source.require_labels(f"protocol '{protocol}'")
+    check = getattr(run, "applies_to", None)
+    if check is None:
+        context.source.require_labels(f"protocol '{protocol}'")
+    elif (reason := check(context.source)) is not None:
+        raise NotApplicable(f"protocol '{protocol}' {reason}")
     return run(context)
