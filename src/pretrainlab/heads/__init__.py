@@ -1,7 +1,8 @@
 """Projection, prediction and decoder heads shared between methods."""
 
+from pretrainlab.heads.dino import DINOHead, NormalizedLinear
 from pretrainlab.heads.pos_embed import sincos_2d
 from pretrainlab.heads.projection import ProjectionHead
 from pretrainlab.heads.token_decoder import TokenDecoder
 
-__all__ = ["ProjectionHead", "TokenDecoder", "sincos_2d"]
+__all__ = ["DINOHead", "NormalizedLinear", "ProjectionHead", "TokenDecoder", "sincos_2d"]
