@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from timm.layers import resample_abs_pos_embed
+
+from pretrainlab.backbones.adapter import Backbone
+from pretrainlab.errors import PretrainlabError
 
 
 def patch_embed_with_pos(vit: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -63,3 +67,70 @@ def unpatchify(patches: torch.Tensor, patch_size: int, channels: int, grid: tupl
     rows, cols = grid
     x = patches.reshape(patches.shape[0], rows, cols, patch_size, patch_size, channels)
     return x.permute(0, 5, 1, 3, 2, 4).reshape(patches.shape[0], channels, rows * patch_size, cols * patch_size)
+
+
+def patch_embed_any_size(vit: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(B, C, H, W) of any size -> patch tokens without position (B, h * w, D) and the grid (h, w).
+
+    Calls the patch projection and norm directly: timm's PatchEmbed checks that inputs have the size
+    it was built for, which multi-crop methods' smaller local views do not.
+    """
+    embed = vit.patch_embed
+    tokens = embed.proj(x)  # (B, D, h, w)
+    grid = (int(tokens.shape[-2]), int(tokens.shape[-1]))
+    return embed.norm(tokens.flatten(2).transpose(1, 2)), grid
+
+
+def add_patch_positions(vit: nn.Module, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Adds the patch position embedding, bicubically resampled when `grid` differs from the model's: (B, N, D)."""
+    if vit.pos_embed is None:
+        return tokens
+    position = vit.pos_embed if vit.no_embed_class else vit.pos_embed[:, vit.num_prefix_tokens :]
+    native = tuple(vit.patch_embed.grid_size)
+    if tuple(grid) != native:
+        position = resample_abs_pos_embed(position, new_size=list(grid), old_size=list(native), num_prefix_tokens=0)
+    return tokens + position
+
+
+def replace_masked_tokens(tokens: torch.Tensor, mask: torch.Tensor, mask_token: torch.Tensor) -> torch.Tensor:
+    """tokens (B, N, D), mask (B, N) bool, mask_token (D,) or (1, 1, D) -> masked patches replaced: (B, N, D).
+
+    BEiT / iBOT replace a hidden patch's embedding before its position is added, so the network
+    knows where the missing patch is but not what it shows.
+    """
+    return torch.where(mask.unsqueeze(-1), mask_token.reshape(1, 1, -1).to(tokens.dtype), tokens)
+
+
+def encode_any_size(vit: nn.Module, images: torch.Tensor, mask: torch.Tensor | None = None,
+                    mask_token: torch.Tensor | None = None) -> torch.Tensor:
+    """All tokens (B, P + N, D) after the final norm, for images of any size (a multiple of the patch size).
+
+    Args:
+        images: (B, C, H, W).
+        mask: optional (B, N) bool; True patches are replaced by `mask_token` (D,).
+    """
+    tokens, grid = patch_embed_any_size(vit, images)  # (B, N, D)
+    if mask is not None:
+        if mask_token is None:
+            raise ValueError("a mask needs a mask_token")
+        tokens = replace_masked_tokens(tokens, mask, mask_token)
+    return encode_tokens(vit, add_patch_positions(vit, tokens, grid))
+
+
+def pooled_any_size(backbone: Backbone, images: torch.Tensor) -> torch.Tensor:
+    """`backbone.pooled` for images (B, C, H, W) of a size other than the ViT was built for: (B, D).
+
+    CNNs, ViTs at their own size and ViTs created with timm's `dynamic_img_size=True` take the
+    ordinary path; other ViTs interpolate their position embedding here, which leaves the exported
+    model unchanged (multi-crop methods use this for their small local views).
+    """
+    model = backbone.model
+    native_size = tuple(getattr(getattr(model, "patch_embed", None), "img_size", None) or ())
+    if not backbone.has_tokens or tuple(images.shape[-2:]) == native_size or getattr(model, "dynamic_img_size", False):
+        return backbone.pooled(images)
+    if not hasattr(model, "pos_embed") or not hasattr(model.patch_embed, "proj"):
+        raise PretrainlabError(
+            f"backbone '{backbone.name}' cannot run on {tuple(images.shape[-2:])} px views (not a plain "
+            "VisionTransformer); use views of the training size or a timm ViT / CNN"
+        )
+    return model.forward_head(encode_any_size(model, images), pre_logits=True)
