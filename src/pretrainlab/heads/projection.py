@@ -49,3 +49,19 @@ class ProjectionHead(nn.Module):
                 outputs.append(x)
         outputs.append(x)
         return outputs
+
+    @property
+    def num_outputs(self) -> int:
+        """How many entries `hidden_outputs` returns (the number of Linear layers)."""
+        return sum(isinstance(layer, nn.ReLU) for layer in self.layers) + 1
+
+    def prefix(self, index: int) -> nn.Sequential:
+        """The layers that compute `hidden_outputs(x)[index]`, sharing this head's modules (not copies).
+
+        Keeping `prefix(0)` on top of the backbone is SimCLRv2's "fine-tune from the first head layer".
+        """
+        ends = [position + 1 for position, layer in enumerate(self.layers) if isinstance(layer, nn.ReLU)]
+        ends.append(len(self.layers))
+        if not 0 <= index < len(ends):
+            raise IndexError(f"this projection head has outputs 0 to {len(ends) - 1}, not {index}")
+        return nn.Sequential(*list(self.layers)[: ends[index]])

@@ -11,6 +11,7 @@ import torch.nn as nn
 from pretrainlab.backbones import Backbone
 from pretrainlab.data.views import Views, ViewSpec, make_views, to_float
 from pretrainlab.errors import PretrainlabError
+from pretrainlab.heads.projection import ProjectionHead
 from pretrainlab.registry import Registry
 
 
@@ -123,9 +124,24 @@ class Method(nn.Module):
         """Named features of normalised images (B, C, H, W) -> {name: (B, D)}; "backbone" is always there.
 
         Methods with projection heads add "head.0", "head.1", ... (after each head layer) so evaluation
-        can measure the representation before the head and after each of its layers.
+        can measure the representation before the head and after each of its layers ("Investigating the
+        Benefits of Projection Head for Representation Learning", arXiv 2403.11391). The default finds the
+        head through `projection_head()`.
         """
-        return {"backbone": self.backbone.pooled(images)}
+        features = self.backbone.pooled(images)  # (B, D)
+        named = {"backbone": features}
+        head = self.projection_head()
+        if head is not None:
+            named.update({f"head.{index}": output for index, output in enumerate(head.hidden_outputs(features))})
+        return named
+
+    def projection_head(self) -> ProjectionHead | None:
+        """The `ProjectionHead` applied to the pooled backbone features (attribute `projection`), if any.
+
+        Methods whose head sits elsewhere override this; evaluation keeps its first layers for `RUN@head.N`.
+        """
+        head = getattr(self, "projection", None)
+        return head if isinstance(head, ProjectionHead) else None
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         """Called after every optimiser step (momentum encoders, EMA teachers, temperature schedules)."""
