@@ -59,12 +59,29 @@ def fetch(images: ImageSet, indices: np.ndarray, device: torch.device) -> tuple[
     return batch, labels
 
 
+def fetch_extras(images: ImageSet, indices: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
+    """The batch's entries of every aligned extra array (e.g. pair partners), on `device`."""
+    extras = {}
+    for name, array in images.extras.items():
+        values = torch.from_numpy(np.ascontiguousarray(array[indices]))
+        extras[name] = values.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else values
+    return extras
+
+
+def fetch_all(images: ImageSet, indices: np.ndarray,
+              device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
+    return (*fetch(images, indices, device), fetch_extras(images, indices, device))
+
+
 def batches(images: ImageSet, plan: BatchPlan, start_step: int, total_steps: int, device: torch.device,
-            prefetch: int = 0) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
-    """Yields (step, uint8 images, labels) from `start_step`; with `prefetch` > 0 a thread reads ahead."""
+            prefetch: int = 0) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]]:
+    """Yields (step, uint8 images, labels, extras) from `start_step`; with `prefetch` > 0 a thread reads ahead.
+
+    `extras` holds the batch's rows of `images.extras` (empty for ordinary sources).
+    """
     if prefetch <= 0:
         for step in range(start_step, total_steps):
-            yield (step, *fetch(images, plan.indices(step), device))
+            yield (step, *fetch_all(images, plan.indices(step), device))
         return
     queue: Queue = Queue(maxsize=prefetch)
     stop = threading.Event()
@@ -73,7 +90,7 @@ def batches(images: ImageSet, plan: BatchPlan, start_step: int, total_steps: int
         for step in range(start_step, total_steps):
             if stop.is_set():
                 return
-            queue.put((step, *fetch(images, plan.indices(step), device)))
+            queue.put((step, *fetch_all(images, plan.indices(step), device)))
         queue.put(None)
 
     thread = threading.Thread(target=produce, daemon=True)

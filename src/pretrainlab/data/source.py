@@ -16,10 +16,13 @@ class ImageSet:
     Args:
         images: uint8 array (N, H, W, C), C is 1 or 3; may be a read-only memory map.
         labels: int64 array (N,) or None for unlabeled images.
+        extras: further arrays aligned one to one with the images (N, ...), handed to the method with each
+            batch in `Batch.extra[name]`; e.g. "partners": the second image of each pair of a `pairs:` source.
     """
 
     images: np.ndarray
     labels: np.ndarray | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.images.ndim == 3:  # (N, H, W) grayscale arrays are common in npz files
@@ -36,13 +39,19 @@ class ImageSet:
                 raise PretrainlabError(
                     f"{len(self.images)} images but {len(self.labels)} labels: they must match one to one"
                 )
+        for name, array in self.extras.items():
+            if len(array) != len(self.images):
+                raise PretrainlabError(
+                    f"{len(self.images)} images but {len(array)} '{name}' entries: they must match one to one"
+                )
 
     def __len__(self) -> int:
         return len(self.images)
 
     def subset(self, indices: np.ndarray) -> ImageSet:
         labels = None if self.labels is None else self.labels[indices]
-        return ImageSet(np.ascontiguousarray(self.images[indices]), labels)
+        extras = {name: np.ascontiguousarray(array[indices]) for name, array in self.extras.items()}
+        return ImageSet(np.ascontiguousarray(self.images[indices]), labels, extras)
 
 
 @dataclass

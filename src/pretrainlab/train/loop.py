@@ -106,8 +106,12 @@ class Trainer:
             save_checkpoint(self.run_dir, self.state(step))
 
     # -- one step ------------------------------------------------------------------------------
-    def train_step(self, step: int, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """One optimiser step over `accumulate` micro-batches; returns the mean of the logged scalars."""
+    def train_step(self, step: int, images: torch.Tensor, labels: torch.Tensor | None,
+                   extras: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """One optimiser step over `accumulate` micro-batches; returns the mean of the logged scalars.
+
+        `extras` (aligned per-image arrays of the source, e.g. pair partners) reach the method in `Batch.extra`.
+        """
         config = self.config
         set_learning_rate(self.optimizer, learning_rate_at(step, self.total_steps, self.warmup_steps,
                                                            config.scaled_lr, config.min_lr))
@@ -120,6 +124,7 @@ class Trainer:
         totals: dict[str, torch.Tensor] = {}
         for index, (chunk, chunk_labels) in enumerate(chunks):
             batch = self.method.prepare_batch(chunk, chunk_labels, self.generator)
+            batch.extra.update({name: value.chunk(config.accumulate)[index] for name, value in (extras or {}).items()})
             if config.channels_last:
                 for views in batch.views.values():
                     for view in views:
@@ -154,8 +159,8 @@ class Trainer:
         try:
             stream = batches(self.images, self.plan, start_step, self.total_steps, self.device,
                              self.config.prefetch if self.device.type == "cuda" else 0)
-            for step, images, labels in stream:
-                scalars = self.train_step(step, images, labels)
+            for step, images, labels, extras in stream:
+                scalars = self.train_step(step, images, labels, extras)
                 progress.step = step + 1
                 progress.window_images += self.config.batch_size
                 if progress.step % check_every == 0 or progress.step == self.total_steps:
