@@ -26,6 +26,7 @@ from pretrainlab.eval import EvalContext, EvalResult, EvalTarget, evaluate, load
 from pretrainlab.eval.features import extract_features
 from pretrainlab.eval.knn import as_labels, knn_accuracy
 from pretrainlab.methods import METHODS, MethodContext
+from pretrainlab.methods.reconstruction import save_reconstruction_grid
 from pretrainlab.train.checkpoint import checkpoint_path
 from pretrainlab.train.config import RunConfig, TrainConfig
 from pretrainlab.train.loop import Trainer
@@ -186,6 +187,8 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
             "pretrainlab": pretrainlab.__version__, "torch": str(torch.__version__),
         })
     summary = trainer.fit(resume=resume)
+    if rank() == 0:  # input / masked / reconstructed rows, for methods that reconstruct pixels
+        save_reconstruction_grid(method, source.train.images, run_dir / "reconstructions.png", device)
     summary.update({"run_dir": str(run_dir), "method": config.method, "backbone": config.backbone})
     return summary
 

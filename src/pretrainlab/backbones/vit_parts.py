@@ -45,12 +45,17 @@ def gather_tokens(tokens: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     return torch.gather(tokens, 1, indices.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
 
 
-def encode_tokens(vit: nn.Module, patch_tokens: torch.Tensor) -> torch.Tensor:
-    """Runs prefix + given patch tokens (B, K, D) through the blocks and final norm: (B, P + K, D)."""
+def encode_tokens(vit: nn.Module, patch_tokens: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Runs prefix + given patch tokens (B, K, D) through the blocks and final norm: (B, P + K, D).
+
+    Args:
+        attn_mask: optional bool (B, 1, P + K, P + K), True where a query may attend to a key, given to
+            every block (timm's `Block(x, attn_mask=...)`); position prediction (MP3) hides keys with it.
+    """
     tokens = torch.cat([prefix_tokens(vit, patch_tokens.shape[0]), patch_tokens], dim=1)
     tokens = vit.norm_pre(vit.pos_drop(tokens))
     for block in vit.blocks:
-        tokens = block(tokens)
+        tokens = block(tokens) if attn_mask is None else block(tokens, attn_mask=attn_mask)
     return vit.norm(tokens)
 
 

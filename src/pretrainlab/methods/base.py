@@ -146,6 +146,15 @@ class Method(nn.Module):
     def on_step_end(self, step: int, total_steps: int) -> None:
         """Called after every optimiser step (momentum encoders, EMA teachers, temperature schedules)."""
 
+    def reconstruction_grid(self, images: torch.Tensor,
+                            generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """Normalised images (B, C, H, W) -> (3 B, C, H, W) in [0, 1]: inputs, masked inputs, reconstructions.
+
+        Reconstructing methods override this (see methods/reconstruction.py); the pipeline saves the grid as
+        `reconstructions.png` in the run folder. None (the default): the method reconstructs nothing.
+        """
+        return None
+
     def excluded_from_weight_decay(self, name: str, parameter: nn.Parameter) -> bool:
         """Biases, norms, tokens and position embeddings get no weight decay (the common SSL practice)."""
         return parameter.ndim <= 1 or name.endswith(("pos_embed", "cls_token", "mask_token", "reg_token"))

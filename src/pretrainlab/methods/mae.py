@@ -14,7 +14,11 @@ from pretrainlab.backbones.vit_parts import encode_tokens, gather_tokens, patch_
 from pretrainlab.data.masks import keep_indices, random_patch_mask
 from pretrainlab.data.views import ViewSpec
 from pretrainlab.heads import TokenDecoder
+from pretrainlab.losses.reconstruction import masked_patch_loss
 from pretrainlab.methods.base import Batch, Method, MethodContext, register_method
+from pretrainlab.methods.reconstruction import patch_reconstruction_grid
+
+__all__ = ["MAE", "MAEConfig", "masked_patch_loss"]  # masked_patch_loss moved to losses/, still importable here
 
 
 @dataclass(frozen=True)
@@ -32,22 +36,6 @@ class MAEConfig:
     decoder_depth: int = 2
     decoder_heads: int = 4
     crop_min_scale: float = 0.2
-
-
-def masked_patch_loss(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
-                      normalize_target: bool) -> torch.Tensor:
-    """Mean squared error over masked patches only.
-
-    Args:
-        prediction, target: (B, N, P) per-patch pixels; mask: (B, N) bool, True = hidden.
-    """
-    if normalize_target:
-        mean = target.mean(dim=-1, keepdim=True)
-        var = target.var(dim=-1, keepdim=True)
-        target = (target - mean) / (var + 1e-6).sqrt()
-    per_patch = (prediction - target).pow(2).mean(dim=-1)  # (B, N)
-    weights = mask.float()
-    return (per_patch * weights).sum() / weights.sum().clamp(min=1.0)
 
 
 @register_method("mae")
@@ -85,4 +73,13 @@ class MAE(Method):
         num_patches = self.backbone.grid_size[0] * self.backbone.grid_size[1]
         mask = random_patch_mask(images.shape[0], num_patches, self.config.mask_ratio, batch.generator, images.device)
         prediction, target = self.reconstruct(images, mask)
-        return {"loss": masked_patch_loss(prediction, target, mask, self.config.norm_pix_loss)}
+        loss = masked_patch_loss(prediction, target, mask, self.config.norm_pix_loss)
+        return {"loss": loss, "reconstruction_loss": loss.detach()}
+
+    @torch.no_grad()
+    def reconstruction_grid(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        num_patches = self.backbone.grid_size[0] * self.backbone.grid_size[1]
+        mask = random_patch_mask(images.shape[0], num_patches, self.config.mask_ratio, generator, images.device)
+        prediction, _ = self.reconstruct(images, mask)
+        return patch_reconstruction_grid(images, prediction, mask, self.backbone.patch_size, self.mean, self.std,
+                                         self.config.norm_pix_loss)
