@@ -57,15 +57,18 @@ class BarlowTwinsLoss(nn.Module):
         self.off_diagonal_weight = off_diagonal_weight
         self.scale = scale
 
-    def terms(self, z_a: torch.Tensor, z_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """z_a, z_b: (B, D) embeddings of two views of the same B images -> (on-diagonal, off-diagonal) terms."""
+    def terms(self, z_a: torch.Tensor, z_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        """z_a, z_b: (B, D) embeddings of two views of the same B images -> the unweighted terms."""
         if z_a.shape != z_b.shape or z_a.ndim != 2:
             raise ValueError(f"z_a and z_b must both be (B, D), got {tuple(z_a.shape)} and {tuple(z_b.shape)}")
         correlation = cross_correlation(z_a.float(), z_b.float())  # (D, D); fp32 keeps 1 - C_ii accurate
-        on_diagonal = (torch.diagonal(correlation) - 1).pow(2).sum()
-        return on_diagonal, off_diagonal(correlation).pow(2).sum()
+        return {"on_diagonal": (torch.diagonal(correlation) - 1).pow(2).sum(),
+                "off_diagonal": off_diagonal(correlation).pow(2).sum()}
+
+    def combine(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The weighted sum of `terms` (so a method can log the terms without computing them twice)."""
+        return self.scale * (terms["on_diagonal"] + self.off_diagonal_weight * terms["off_diagonal"])
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         """z_a, z_b: (B, D) -> scalar loss."""
-        on_diagonal, off = self.terms(z_a, z_b)
-        return self.scale * (on_diagonal + self.off_diagonal_weight * off)
+        return self.combine(self.terms(z_a, z_b))

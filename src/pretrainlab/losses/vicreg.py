@@ -73,8 +73,11 @@ class VICRegLoss(nn.Module):
             "covariance": covariance_term(all_a) + covariance_term(all_b),
         }
 
-    def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
-        """z_a, z_b: (B, D) -> scalar loss."""
-        terms = self.terms(z_a, z_b)
+    def combine(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The weighted sum of `terms` (so a method can log the terms without computing them twice)."""
         return (self.invariance_weight * terms["invariance"] + self.variance_weight * terms["variance"]
                 + self.covariance_weight * terms["covariance"])
+
+    def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
+        """z_a, z_b: (B, D) -> scalar loss."""
+        return self.combine(self.terms(z_a, z_b))
