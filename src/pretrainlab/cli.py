@@ -83,6 +83,15 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_export(args: argparse.Namespace) -> int:
+    from pretrainlab.eval.representation import export_spec
+
+    spec = f"{args.run}@{args.layer}" if args.layer else args.run
+    summary = export_spec(spec, args.out)
+    print(f"wrote {summary['out']}: {summary['selector']} of {args.run} ({summary['embed_dim']} features)")
+    return 0
+
+
 def run_list(args: argparse.Namespace) -> int:
     if args.what == "methods":
         from pretrainlab.methods import METHODS
@@ -132,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.set_defaults(handler=run_pretrain)
 
     evaluate = commands.add_parser("eval", help="evaluate a run folder or timm:NAME on a labelled dataset")
-    evaluate.add_argument("backbone", help="run folder, or timm:NAME (random init unless --weights)")
+    evaluate.add_argument("backbone", help="run folder, or timm:NAME (random init unless --weights); add @head.N, "
+                          "@dimD or @layerL,dimD to measure one representation; or a pretrainlab export file")
     evaluate.add_argument("--data", default="builtin")
     evaluate.add_argument("--protocol", action="append", default=[], help="knn, linear (repeatable or comma list)")
     evaluate.add_argument("--weights", type=Path, help="weights for a timm:NAME backbone (safetensors or .pth)")
@@ -143,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--download", action="store_true")
     evaluate.add_argument("--json", action="store_true", help="one JSON object per protocol on stdout")
     evaluate.set_defaults(handler=run_eval)
+
+    export = commands.add_parser("export", help="write one representation of a run (backbone, head.N, dimD) as "
+                                 "a safetensors file that pretrainlab eval FILE evaluates")
+    export.add_argument("run", help="run folder, optionally RUN@head.N, RUN@dimD or RUN@layerL,dimD")
+    export.add_argument("--layer", help="the representation: backbone, head.N, dimD or layerL,dimD (or use RUN@...)")
+    export.add_argument("--out", type=Path, required=True, help="the .safetensors file to write")
+    export.set_defaults(handler=run_export)
 
     listing = commands.add_parser("list", help="list methods, backbones, datasets or protocols")
     listing.add_argument("what", choices=["methods", "backbones", "datasets", "protocols"])

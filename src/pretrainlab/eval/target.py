@@ -9,6 +9,7 @@ import yaml
 
 from pretrainlab.backbones import Backbone, create_backbone, load_backbone, load_weights_file
 from pretrainlab.errors import PretrainlabError
+from pretrainlab.eval.representation import exported_metadata, load_exported, parse_selector, select, split_spec
 
 
 @dataclass
@@ -50,7 +51,21 @@ def load_run_target(run_dir: Path) -> EvalTarget:
 
 
 def load_target(spec: str, img_size: int, in_chans: int, weights: Path | None = None) -> EvalTarget:
-    """`spec` is a run folder or `timm:NAME`; a timm model is random (fair init) unless `weights` is given."""
+    """`spec` is a run folder or `timm:NAME`; a timm model is random (fair init) unless `weights` is given.
+
+    `SPEC@SELECTOR` measures one representation of it (`RUN@head.1`, `RUN@dim64`, `RUN@layer2,dim64`; see
+    eval/representation.py), and a file written by `pretrainlab export` loads as what it holds.
+    """
+    base, selector = split_spec(spec)
+    if selector is not None:
+        target = load_target(base, img_size, in_chans, weights)
+        target.backbone = select(target.backbone, parse_selector(selector), target.run_dir)
+        target.label = spec
+        return target
+    if spec.endswith(".safetensors") and Path(spec).is_file() and exported_metadata(Path(spec)) is not None:
+        backbone, info = load_exported(Path(spec))
+        mean, std = info["mean"], info["std"]
+        return EvalTarget(backbone, spec, info["img_size"], tuple(mean) if mean else None, tuple(std) if std else None)
     if spec.startswith("timm:"):
         name = spec.removeprefix("timm:")
         backbone = create_backbone(name, img_size, in_chans)
@@ -61,5 +76,6 @@ def load_target(spec: str, img_size: int, in_chans: int, weights: Path | None = 
         return EvalTarget(backbone, label, img_size)
     run_dir = Path(spec)
     if not run_dir.is_dir():
-        raise PretrainlabError(f"'{spec}' is neither a run folder nor timm:NAME (e.g. timm:resnet18)")
+        raise PretrainlabError(f"'{spec}' is neither a run folder nor timm:NAME (e.g. timm:resnet18), optionally "
+                               "followed by @head.N, @dimD or @layerL,dimD, nor a file from pretrainlab export")
     return load_run_target(run_dir)
