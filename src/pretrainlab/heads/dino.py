@@ -28,9 +28,13 @@ class NormalizedLinear(nn.Module):
         self.gain = nn.Parameter(torch.ones(out_dim, 1), requires_grad=not fixed_gain)
 
     def forward(self, x: torch.Tensor, detach: bool = False) -> torch.Tensor:
-        """(..., in_dim) -> (..., out_dim); `detach` blocks the gradient into this layer only."""
+        """(..., in_dim) -> (..., out_dim); `detach` gives this layer a zero gradient (the input still gets one)."""
         weight = self.gain * F.normalize(self.direction, dim=1)
-        return F.linear(x, weight.detach() if detach else weight)
+        if detach:
+            # Zero rather than no gradient: DDP expects one for every trained parameter, and the
+            # normalised direction is unaffected by the weight decay it still receives.
+            weight = weight.detach() + 0.0 * weight
+        return F.linear(x, weight)
 
 
 class DINOHead(nn.Module):
