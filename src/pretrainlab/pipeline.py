@@ -24,9 +24,12 @@ from pretrainlab.distributed import is_distributed, rank, world_size
 from pretrainlab.errors import PretrainlabError
 from pretrainlab.eval import EvalContext, EvalResult, EvalTarget, evaluate, load_target
 from pretrainlab.eval.features import extract_features
+from pretrainlab.eval.gauntlet import GauntletOutcome, plan_protocols, run_gauntlet, state_fingerprint
 from pretrainlab.eval.knn import as_labels, knn_accuracy
 from pretrainlab.methods import METHODS, MethodContext
 from pretrainlab.methods.reconstruction import save_reconstruction_grid
+from pretrainlab.report import write_run_report
+from pretrainlab.store import DEFAULT_STORE, EvaluationRecorder, ResultsStore, file_fingerprint
 from pretrainlab.train.checkpoint import checkpoint_path
 from pretrainlab.train.config import RunConfig, TrainConfig
 from pretrainlab.train.loop import Trainer
@@ -202,6 +205,36 @@ def evaluate_backbone(spec: str, data: str, protocols: list[str], device: str = 
     target = load_target(spec, img_size or source.image_size[0], source.channels, weights)
     context = EvalContext(target, source, resolve_device(device), dict(options or {}))
     return [result for protocol in protocols for result in evaluate(context, protocol)]
+
+
+def weights_fingerprint(target: EvalTarget, weights: Path | None) -> str:
+    """Names the evaluated weights: the run's exported file, the --weights file, or a random model's tensors."""
+    if target.run_dir is not None:
+        return file_fingerprint(target.run_dir / "backbone.safetensors")
+    if weights is not None:
+        return file_fingerprint(Path(weights))
+    return f"random-init:{state_fingerprint(target.backbone)}"
+
+
+def gauntlet(spec: str, data: str, protocols: list[str] | None = None, seeds: int = 3,
+             store: Path | str = DEFAULT_STORE, weights: Path | None = None, device: str = "auto",
+             img_size: int | None = None, options: dict[str, Any] | None = None, download: bool = False,
+             keep_going: bool = False) -> GauntletOutcome:
+    """Puts a run folder or `timm:NAME` through every protocol that applies to `data` (or `protocols`), once
+    per seed 0..seeds-1; every per-seed result goes to the run folder's evaluations.jsonl and the store."""
+    if seeds < 1:
+        raise PretrainlabError(f"--seeds must be at least 1, got {seeds}")
+    source = load_source(data, image_size=img_size, download=download)
+    plan = plan_protocols(source, protocols)  # bad protocol names fail before any work
+    torch.manual_seed(0)  # a random timm:NAME starts from the same weights in every gauntlet
+    target = load_target(spec, img_size or source.image_size[0], source.channels, weights)
+    recorder = EvaluationRecorder(ResultsStore(store), target.label, weights_fingerprint(target, weights),
+                                  target.run_dir)
+    context = EvalContext(target, source, resolve_device(device), dict(options or {}))
+    outcome = run_gauntlet(context, plan, range(seeds), recorder, keep_going)
+    if target.run_dir is not None:
+        write_run_report(target.run_dir)
+    return outcome
 
 
 def replace_train(config: RunConfig, **changes: Any) -> RunConfig:

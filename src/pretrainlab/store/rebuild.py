@@ -1,0 +1,54 @@
+"""`pretrainlab store rebuild`: re-index run folders, the source of truth, into the store."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from pretrainlab.errors import PretrainlabError
+from pretrainlab.store.database import ResultsStore
+from pretrainlab.store.jsonlog import EVALUATIONS_LOG, read_evaluations
+from pretrainlab.store.rows import CheckpointRow, EvaluationRow, RunRow
+from pretrainlab.store.runs import describe_run
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RebuildSummary:
+    runs: int
+    checkpoints: int
+    evaluations: int
+
+
+def find_run_folders(runs_dir: Path) -> list[Path]:
+    """Folders under `runs_dir` holding a config.yaml (a pre-training) or an evaluations.jsonl."""
+    markers = [*runs_dir.rglob("config.yaml"), *runs_dir.rglob(EVALUATIONS_LOG)]
+    return sorted({marker.parent for marker in markers})
+
+
+def rebuild_store(store: ResultsStore, runs_dir: Path | None = None) -> RebuildSummary:
+    """Replaces the store's content with what the run folders under `runs_dir` (default: the store's
+    folder) and the store's log of external backbones hold.
+
+    A run folder that moved keeps its evaluations: their run_path is set to where the folder is now.
+    """
+    runs_dir = Path(runs_dir) if runs_dir is not None else store.path.parent
+    if not runs_dir.is_dir():
+        raise PretrainlabError(f"runs folder not found: {runs_dir}")
+    runs: list[RunRow] = []
+    checkpoints: list[CheckpointRow] = []
+    evaluations: list[EvaluationRow] = []
+    for folder in find_run_folders(runs_dir):
+        run, files = describe_run(folder)
+        if (folder / "config.yaml").is_file():
+            runs.append(run)
+            checkpoints.extend(files)
+        evaluations.extend(replace(row, run_path=run.path) if row.run_path else row
+                           for row in read_evaluations(folder / EVALUATIONS_LOG))
+    evaluations.extend(read_evaluations(store.external_log))
+    store.replace_all(runs, checkpoints, evaluations)
+    log.info("indexed %d runs, %d checkpoint files, %d evaluations from %s", len(runs), len(checkpoints),
+             len(evaluations), runs_dir)
+    return RebuildSummary(len(runs), len(checkpoints), len(evaluations))
