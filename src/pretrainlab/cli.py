@@ -161,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True, help="the .safetensors file to write")
     export.set_defaults(handler=run_export)
 
+    from pretrainlab.cli_results import add_results_commands
+
+    add_results_commands(commands)  # gauntlet, compare, store rebuild, report
+
     listing = commands.add_parser("list", help="list methods, backbones, datasets or protocols")
     listing.add_argument("what", choices=["methods", "backbones", "datasets", "protocols"])
     listing.add_argument("--filter", help="only names containing this text")

@@ -8,13 +8,14 @@ protocol z-scores are averaged per backbone, and backbones are ranked by that me
 
 from __future__ import annotations
 
+import difflib
 import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pretrainlab.errors import PretrainlabError, unknown_name_message
+from pretrainlab.errors import PretrainlabError
 from pretrainlab.eval.gauntlet import mean_and_std
 from pretrainlab.store.database import ResultsStore
 from pretrainlab.store.rows import EvaluationRow
@@ -172,7 +173,10 @@ def select_rows(rows: Iterable[EvaluationRow], backbones: Sequence[str]) -> list
                    or (row.run_path is not None and Path(row.run_path).name == name)]
         if not matches:
             known = sorted({row.backbone for row in rows})
-            raise PretrainlabError(unknown_name_message("backbone in the store", name, known))
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise PretrainlabError(f"the store holds no evaluations of '{name}'{hint} backbones in the store: "
+                                   f"{', '.join(known)}")
         chosen.update((row.uid, row) for row in matches)
     return list(chosen.values())
 

@@ -1,0 +1,115 @@
+"""The subcommands over evaluation results: gauntlet, compare, store rebuild, report.
+
+Kept beside cli.py so the `pretrainlab` command stays one small parser per file; like cli.py they only
+parse flags and call the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from pretrainlab.store.database import DEFAULT_STORE
+
+log = logging.getLogger("pretrainlab")
+
+
+def comma_list(values: list[str]) -> list[str]:
+    return [item.strip() for text in values for item in text.split(",") if item.strip()]
+
+
+def parse_options(texts: list[str]) -> dict[str, Any]:
+    from pretrainlab.config import parse_override
+
+    options = {}
+    for text in texts:
+        path, value = parse_override(text)
+        options[".".join(path)] = value
+    return options
+
+
+def run_gauntlet(args: argparse.Namespace) -> int:
+    from pretrainlab.eval.gauntlet import format_summary
+    from pretrainlab.pipeline import gauntlet
+
+    outcome = gauntlet(args.backbone, args.data, comma_list(args.protocols) or None, args.seeds, args.store,
+                       args.weights, args.device, args.img_size, parse_options(args.option), args.download,
+                       args.keep_going)
+    print(format_summary(outcome))
+    print(f"results stored in {args.store}")
+    return 1 if outcome.failed else 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from pretrainlab.report import DEFAULT_RANK_EXCLUDE, compare_store, render, write_comparison_report
+    from pretrainlab.store import ResultsStore
+
+    excluded = comma_list(args.rank_exclude) or list(DEFAULT_RANK_EXCLUDE)
+    excluded = [] if excluded == ["none"] else excluded
+    comparisons = compare_store(ResultsStore(args.store), args.runs, args.data, excluded)
+    print(render(comparisons, args.format))
+    if args.html:
+        log.info("comparison page written to %s", write_comparison_report(comparisons, args.html))
+    return 0
+
+
+def run_store(args: argparse.Namespace) -> int:
+    from pretrainlab.store import ResultsStore, rebuild_store
+
+    summary = rebuild_store(ResultsStore(args.store), args.runs)
+    print(f"{args.store}: {summary.runs} runs, {summary.checkpoints} checkpoint files, "
+          f"{summary.evaluations} evaluations")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from pretrainlab.report import write_run_report
+
+    print(write_run_report(args.run))
+    return 0
+
+
+def add_store_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", type=Path, default=DEFAULT_STORE, help=f"results database (default {DEFAULT_STORE})")
+
+
+def add_results_commands(commands: argparse._SubParsersAction) -> None:
+    """Adds gauntlet, compare, store and report to the `pretrainlab` parser."""
+    gauntlet = commands.add_parser("gauntlet", help="every evaluation protocol on one backbone, each seed, stored")
+    gauntlet.add_argument("backbone", help="run folder, or timm:NAME (random fair init unless --weights)")
+    gauntlet.add_argument("--data", default="builtin", help="dataset spec (pretrainlab list datasets)")
+    gauntlet.add_argument("--protocols", action="append", default=[],
+                          help="comma list (default: every registered protocol that applies to the data)")
+    gauntlet.add_argument("--seeds", type=int, default=3, help="run each protocol with seeds 0..N-1 (default 3)")
+    add_store_flag(gauntlet)
+    gauntlet.add_argument("--weights", type=Path, help="weights for a timm:NAME backbone (safetensors or .pth)")
+    gauntlet.add_argument("--img-size", type=int)
+    gauntlet.add_argument("--device", default="auto")
+    gauntlet.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                          help="protocol option, e.g. k=20 or speed_batch_size=64 (repeatable)")
+    gauntlet.add_argument("--download", action="store_true")
+    gauntlet.add_argument("--keep-going", action="store_true", help="a crashing protocol is reported, not fatal")
+    gauntlet.set_defaults(handler=run_gauntlet)
+
+    compare = commands.add_parser("compare", help="backbones x protocols from the store: mean ± std, z-score rank")
+    compare.add_argument("runs", nargs="*", help="run folders or labels such as timm:resnet18 (default: all)")
+    compare.add_argument("--data", help="only this dataset spec (default: one table per dataset)")
+    add_store_flag(compare)
+    compare.add_argument("--format", default="table", choices=["table", "csv", "json", "markdown"])
+    compare.add_argument("--html", type=Path, help="also write a self-contained HTML page here")
+    compare.add_argument("--rank-exclude", action="append", default=[],
+                         help="protocols left out of the rank (comma list; default: speed; 'none' ranks all)")
+    compare.set_defaults(handler=run_compare)
+
+    store = commands.add_parser("store", help="maintain the results store")
+    store_commands = store.add_subparsers(dest="store_command", required=True)
+    rebuild = store_commands.add_parser("rebuild", help="re-index run folders (the source of truth) into the store")
+    rebuild.add_argument("--runs", type=Path, help="folder holding run folders (default: the store's folder)")
+    add_store_flag(rebuild)
+    rebuild.set_defaults(handler=run_store)
+
+    report = commands.add_parser("report", help="write or refresh RUN/report.html")
+    report.add_argument("run", type=Path, help="run folder")
+    report.set_defaults(handler=run_report)
