@@ -6,11 +6,21 @@ Cluster Assignments", arXiv 2006.09882.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pretrainlab.distributed import all_reduce_with_grad, gather_no_grad, world_size
+from pretrainlab.distributed import gather_no_grad, world_size
+
+
+def _global_logsumexp(local: torch.Tensor, shared: torch.Tensor, dim: int) -> torch.Tensor:
+    """log of the sum of exp over `dim` of this rank's `local` entries on every rank, plus the `shared` ones once."""
+    per_rank = local.logsumexp(dim=dim, keepdim=True)
+    if world_size() > 1:
+        per_rank = gather_no_grad(per_rank.unsqueeze(0)).logsumexp(dim=0)  # (W, ...) -> over ranks
+    return torch.logaddexp(per_rank, shared.logsumexp(dim=dim, keepdim=True))
 
 
 @torch.no_grad()
@@ -20,7 +30,8 @@ def sinkhorn_knopp(scores: torch.Tensor, epsilon: float = 0.05, iterations: int 
 
     Q = diag(u) exp(C^T Z / epsilon) diag(v) is rescaled alternately so that every prototype receives
     1/K of the mass (rows) and every image 1/N (columns); the codes are returned per image, summing to 1.
-    Under DDP the sums run over the global batch of every rank.
+    The rescaling runs on log Q, which is the same algorithm but cannot overflow or underflow to 0/0 when
+    scores / epsilon is large. Under DDP the sums run over the global batch of every rank.
 
     Args:
         scores: (B, K) image-prototype similarities of this rank's images.
@@ -32,22 +43,19 @@ def sinkhorn_knopp(scores: torch.Tensor, epsilon: float = 0.05, iterations: int 
     Returns:
         (B, K) codes, each row a distribution over prototypes.
     """
-    scores = scores.float() / epsilon
-    shared = shared_scores.float() / epsilon if shared_scores is not None else scores.new_zeros(0, scores.shape[1])
-    # One shift for every rank keeps exp() finite without changing the normalised result.
-    top = torch.cat([scores.flatten(), shared.flatten()]).max().view(1)
-    shift = gather_no_grad(top).max()
-    codes, shared_codes = torch.exp(scores - shift).T, torch.exp(shared - shift).T  # (K, B), (K, M)
-    prototypes = codes.shape[0]
-    images = codes.shape[1] * world_size() + shared_codes.shape[1]
-    total = all_reduce_with_grad(codes.sum()) + shared_codes.sum()
-    codes, shared_codes = codes / total, shared_codes / total
+    log_codes = scores.float().T / epsilon  # (K, B)
+    log_shared = (shared_scores.float().T / epsilon if shared_scores is not None
+                  else log_codes.new_zeros(log_codes.shape[0], 0))  # (K, M)
+    prototypes = log_codes.shape[0]
+    images = log_codes.shape[1] * world_size() + log_shared.shape[1]
+    log_total = _global_logsumexp(log_codes.flatten()[None], log_shared.flatten()[None], dim=1)
+    log_codes, log_shared = log_codes - log_total, log_shared - log_total
     for _ in range(iterations):
-        per_prototype = all_reduce_with_grad(codes.sum(dim=1, keepdim=True)) + shared_codes.sum(dim=1, keepdim=True)
-        codes, shared_codes = codes / per_prototype / prototypes, shared_codes / per_prototype / prototypes
-        codes = codes / codes.sum(dim=0, keepdim=True) / images
-        shared_codes = shared_codes / shared_codes.sum(dim=0, keepdim=True) / images
-    return (codes * images).T  # (B, K), rows sum to 1
+        log_per_prototype = _global_logsumexp(log_codes, log_shared, dim=1) + math.log(prototypes)  # (K, 1)
+        log_codes, log_shared = log_codes - log_per_prototype, log_shared - log_per_prototype
+        log_codes = log_codes - log_codes.logsumexp(dim=0, keepdim=True) - math.log(images)
+        log_shared = log_shared - log_shared.logsumexp(dim=0, keepdim=True) - math.log(images)
+    return torch.exp(log_codes + math.log(images)).T  # (B, K), rows sum to 1
 
 
 class SwAVLoss(nn.Module):
