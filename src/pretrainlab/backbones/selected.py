@@ -29,10 +29,11 @@ def num_blocks(backbone: Backbone) -> int:
     return len(backbone.model.blocks) if backbone.has_tokens else 0
 
 
-def _tokens_by_depth(model: nn.Module, x: torch.Tensor, depths: Sequence[int]) -> dict[int, torch.Tensor]:
-    """(B, C, H, W) -> {depth: (B, P + N, D)} tokens after `depth` blocks with the final norm, one pass."""
-    tokens = torch.cat([prefix_tokens(model, x.shape[0]), patch_embed_with_pos(model, x)], dim=1)
-    tokens = model.norm_pre(getattr(model, "patch_drop", nn.Identity())(model.pos_drop(tokens)))  # (B, P + N, D)
+def encode_by_depth(model: nn.Module, patch_tokens: torch.Tensor, depths: Sequence[int]) -> dict[int, torch.Tensor]:
+    """Patch tokens with positions (B, K, D) -> {depth: (B, P + K, D)}: prefix tokens prepended, the first
+    `depth` blocks run (one pass for all depths), then the final norm. `depths` count blocks from 1."""
+    tokens = torch.cat([prefix_tokens(model, patch_tokens.shape[0]), patch_tokens], dim=1)
+    tokens = model.norm_pre(getattr(model, "patch_drop", nn.Identity())(model.pos_drop(tokens)))  # (B, P + K, D)
     wanted = set(depths)
     outputs = {}
     for index, block in enumerate(model.blocks[: max(wanted)], start=1):
@@ -41,6 +42,11 @@ def _tokens_by_depth(model: nn.Module, x: torch.Tensor, depths: Sequence[int]) -
             # The final norm is applied to every depth so an early exit looks like the full model's output.
             outputs[index] = model.norm(tokens)
     return outputs
+
+
+def _tokens_by_depth(model: nn.Module, x: torch.Tensor, depths: Sequence[int]) -> dict[int, torch.Tensor]:
+    """(B, C, H, W) -> {depth: (B, P + N, D)}."""
+    return encode_by_depth(model, patch_embed_with_pos(model, x), depths)
 
 
 def pooled_at_depths(model: nn.Module, x: torch.Tensor, depths: Sequence[int]) -> dict[int, torch.Tensor]:
