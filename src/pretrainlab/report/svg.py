@@ -17,11 +17,9 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     raw = (high - low) / max(count - 1, 1)
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    first = math.floor(low / step) * step
-    ticks, value = [], first
-    while value <= high + step * 1e-9:
-        ticks.append(round(value, 12))
-        value += step
+    ticks = [math.floor(low / step) * step]
+    while ticks[-1] < high - step * 1e-9:  # the last tick is at or above `high`, so every point is inside
+        ticks.append(round(ticks[0] + len(ticks) * step, 12))
     return ticks
 
 
