@@ -44,3 +44,21 @@ def keep_indices(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     order = mask.int().argsort(dim=1, stable=True)  # visible (0) first, original order kept
     num_visible = mask.shape[1] - int(counts[0])
     return order[:, :num_visible], order[:, num_visible:]
+
+
+def coarse_patch_mask(batch: int, grid: tuple[int, int], block: int, mask_ratio: float,
+                      generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+    """SimMIM's masks: random `block` x `block` squares of patches (mask patches larger than model patches): (B, L).
+
+    The mask is drawn on a grid of ceil(rows / block) x ceil(cols / block) cells, each cell covering
+    block x block patches, and cropped to `grid`; where block does not divide the grid the share hidden
+    is close to, not exactly, `mask_ratio`.
+    """
+    if block < 1:
+        raise PretrainlabError(f"mask block must be >= 1 patch, got {block}")
+    rows, cols = grid
+    coarse_rows, coarse_cols = -(-rows // block), -(-cols // block)
+    coarse = random_patch_mask(batch, coarse_rows * coarse_cols, mask_ratio, generator, device)
+    coarse = coarse.view(batch, coarse_rows, coarse_cols)
+    fine = coarse.repeat_interleave(block, dim=1).repeat_interleave(block, dim=2)[:, :rows, :cols]
+    return fine.reshape(batch, rows * cols)
