@@ -78,8 +78,16 @@ def measure_method(name: str, full: ImageSource, subset: ImageSource, options: d
     seconds = time.perf_counter() - started
     row = {"method": name, "backbone": backbone, "epochs": epochs, "train_images": len(subset.train),
            "seconds_per_epoch": seconds / epochs, "final_loss": summary["final_loss"], "options": options,
+           "reconstruction_loss": last_logged(out, "reconstruction_loss"),
            **evaluate_target(load_run_target(out), full)}
     return row
+
+
+def last_logged(run_dir: Path, key: str) -> float | None:
+    """The last value of `key` in the run's metrics.jsonl (reconstructing methods log "reconstruction_loss")."""
+    values = [record[key] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+              if key in (record := json.loads(line))]
+    return values[-1] if values else None
 
 
 def measure_random(full: ImageSource) -> list[dict]:
@@ -105,18 +113,22 @@ def render() -> None:
     rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
     rows.sort(key=lambda r: (r["method"] != "random init", r["backbone"], -r["knn_top1"]))
     lines = [
-        "| method | backbone | kNN top-1 | linear top-1 | s / epoch | notes |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| method | backbone | kNN top-1 | linear top-1 | reconstruction loss | s / epoch | notes |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         seconds = f"{row['seconds_per_epoch']:.1f}" if row["epochs"] else "-"
+        reconstruction = f"{row['reconstruction_loss']:.3f}" if row.get("reconstruction_loss") is not None else "-"
         lines.append(f"| {row['method']} | {row['backbone']} | {row['knn_top1']:.2f} | {row['linear_top1']:.2f} | "
+                     f"{reconstruction} | "
                      f"{seconds} | {row.get('note', '')} |")
     text = TABLE.read_text() if TABLE.exists() else "# Methods\n\n<!-- table -->\n<!-- /table -->\n"
     start, end = text.index("<!-- table -->"), text.index("<!-- /table -->")
     header = (f"Fashion-MNIST (`../shared/data/fashion_mnist.npz`), pre-training on a fixed stratified "
               f"{TRAIN_IMAGES}-image subset, {EPOCHS} epochs, batch {BATCH_SIZE}, 2 CPU cores; kNN (T=0.07) and "
               "linear probe on frozen features of all 60,000 training images, top-1 % on the 10,000 test images. "
+              "Reconstruction loss: the last logged masked-patch loss of methods that reconstruct pixels (each "
+              "method's own target and distance, so it compares runs of one method, not methods). "
               "Produced by `python bench/methods_table.py --render`.\n\n")
     TABLE.parent.mkdir(parents=True, exist_ok=True)
     TABLE.write_text(text[: start + len("<!-- table -->")] + "\n" + header + "\n".join(lines) + "\n" + text[end:])
