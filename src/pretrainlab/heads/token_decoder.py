@@ -32,11 +32,23 @@ class TokenDecoder(nn.Module):
 
     def forward(self, visible: torch.Tensor, visible_index: torch.Tensor, num_patches: int) -> torch.Tensor:
         """visible (B, K, in_dim) patch tokens at positions visible_index (B, K) -> (B, N, out_dim)."""
+        tokens = self.fill(visible, visible_index, num_patches)
+        for block in self.blocks:
+            tokens = block(tokens)
+        return self.head(tokens)
+
+    def fill(self, visible: torch.Tensor, visible_index: torch.Tensor, num_patches: int) -> torch.Tensor:
+        """The blocks' input: embedded visible tokens, the mask token elsewhere, positions added: (B, N, dim).
+
+        `fill`, the blocks and `head` are separate so a method can run the blocks its own way (e.g. masked
+        token optimisation, methods/mto.py).
+        """
         batch = visible.shape[0]
         tokens = self.mask_token.expand(batch, num_patches, -1).clone()  # (B, N, dim)
         embedded = self.embed(visible)
         tokens = tokens.scatter(1, visible_index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]), embedded)
-        tokens = tokens + self.pos_embed
-        for block in self.blocks:
-            tokens = block(tokens)
+        return tokens + self.pos_embed
+
+    def head(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The blocks' output (B, N, dim) -> predictions (B, N, out_dim)."""
         return self.predict(self.norm(tokens))

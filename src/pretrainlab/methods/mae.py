@@ -16,6 +16,7 @@ from pretrainlab.data.views import ViewSpec
 from pretrainlab.heads import TokenDecoder
 from pretrainlab.losses.reconstruction import masked_patch_loss
 from pretrainlab.methods.base import Batch, Method, MethodContext, register_method
+from pretrainlab.methods.mto import run_blocks_with_mto
 from pretrainlab.methods.reconstruction import patch_reconstruction_grid
 
 __all__ = ["MAE", "MAEConfig", "masked_patch_loss"]  # masked_patch_loss moved to losses/, still importable here
@@ -28,6 +29,8 @@ class MAEConfig:
         norm_pix_loss: regress per-patch normalised pixels (the paper's better target).
         decoder_dim, decoder_depth, decoder_heads: the light decoder (512/8/16 for ViT-L; smaller here).
         crop_min_scale: random-resized-crop lower bound (0.2 in the paper).
+        mto: weight of masked token optimisation in the decoder (methods/mto.py, arXiv 2404.08330); 0: off.
+        mto_exclude: with mto > 0, visible tokens' queries ignore mask tokens in the decoder (weight recalibration).
     """
 
     mask_ratio: float = 0.75
@@ -36,6 +39,8 @@ class MAEConfig:
     decoder_depth: int = 2
     decoder_heads: int = 4
     crop_min_scale: float = 0.2
+    mto: float = 0.0
+    mto_exclude: bool = True
 
 
 @register_method("mae")
@@ -58,23 +63,41 @@ class MAE(Method):
         return {"base": ViewSpec(self.context.img_size, crop_scale=(self.config.crop_min_scale, 1.0), jitter_p=0.0,
                                  grayscale_p=0.0)}
 
-    def reconstruct(self, images: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """images (B, C, H, W), mask (B, N) -> (prediction (B, N, p*p*C), patchified target)."""
+    def encode_visible(self, images: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B, C, H, W), mask (B, N) -> (encoded visible patch tokens (B, K, D), their positions (B, K))."""
         vit = self.backbone.model
         tokens = patch_embed_with_pos(vit, images)  # (B, N, D)
         visible_index, _ = keep_indices(mask)  # (B, K)
         encoded = encode_tokens(vit, gather_tokens(tokens, visible_index))  # (B, P + K, D)
-        visible = encoded[:, self.backbone.num_prefix_tokens :]
-        prediction = self.decoder(visible, visible_index, tokens.shape[1])
+        return encoded[:, self.backbone.num_prefix_tokens :], visible_index
+
+    def decode(self, visible: torch.Tensor, visible_index: torch.Tensor,
+               mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (prediction (B, N, p*p*C), masked-token-optimisation loss: 0 unless `mto` > 0)."""
+        tokens = self.decoder.fill(visible, visible_index, mask.shape[1])  # (B, N, d)
+        if self.config.mto > 0:
+            tokens, mto_loss = run_blocks_with_mto(self.decoder.blocks, tokens, mask, self.config.mto_exclude)
+            return self.decoder.head(tokens), mto_loss
+        for block in self.decoder.blocks:
+            tokens = block(tokens)
+        return self.decoder.head(tokens), tokens.new_zeros(())
+
+    def reconstruct(self, images: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B, C, H, W), mask (B, N) -> (prediction (B, N, p*p*C), patchified target)."""
+        prediction, _ = self.decode(*self.encode_visible(images, mask), mask)
         return prediction, patchify(images, self.backbone.patch_size)
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         images = batch.views["base"][0].images
         num_patches = self.backbone.grid_size[0] * self.backbone.grid_size[1]
         mask = random_patch_mask(images.shape[0], num_patches, self.config.mask_ratio, batch.generator, images.device)
-        prediction, target = self.reconstruct(images, mask)
+        prediction, mto_loss = self.decode(*self.encode_visible(images, mask), mask)
+        target = patchify(images, self.backbone.patch_size)
         loss = masked_patch_loss(prediction, target, mask, self.config.norm_pix_loss)
-        return {"loss": loss, "reconstruction_loss": loss.detach()}
+        outputs = {"loss": loss + self.config.mto * mto_loss, "reconstruction_loss": loss.detach()}
+        if self.config.mto > 0:
+            outputs["mto_loss"] = mto_loss.detach()
+        return outputs
 
     @torch.no_grad()
     def reconstruction_grid(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
