@@ -31,8 +31,8 @@ from pretrainlab.data.views import ViewSpec
 from pretrainlab.distributed import is_distributed
 from pretrainlab.errors import PretrainlabError
 from pretrainlab.heads.cross_decoder import CrossViewDecoder, scatter_to_grid
+from pretrainlab.losses.reconstruction import masked_patch_loss
 from pretrainlab.methods.base import Batch, Method, MethodContext, register_method
-from pretrainlab.methods.mae import masked_patch_loss
 
 KNOWN_MODALITIES = ("image", "gray", "edges", "segments")
 
