@@ -160,7 +160,25 @@ class Method(nn.Module):
         return parameter.ndim <= 1 or name.endswith(("pos_embed", "cls_token", "mask_token", "reg_token"))
 
 
-METHODS: Registry[type[Method]] = Registry("method")
+class MethodRegistry(Registry[type[Method]]):
+    """Method classes by name; names under a registered prefix (e.g. "compose:mae+simclr") are built on demand."""
+
+    def __init__(self) -> None:
+        super().__init__("method")
+        self._prefixes: dict[str, Any] = {}
+
+    def register_prefix(self, prefix: str, build: Any) -> None:
+        """`build(name) -> Method subclass` answers every lookup of a name starting with `prefix`."""
+        self._prefixes[prefix] = build
+
+    def get(self, name: str) -> type[Method]:
+        for prefix, build in self._prefixes.items():
+            if name.startswith(prefix):
+                return build(name)
+        return super().get(name)
+
+
+METHODS: MethodRegistry = MethodRegistry()
 
 
 def register_method(name: str) -> Any:
