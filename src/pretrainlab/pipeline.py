@@ -62,17 +62,22 @@ def setup_distributed() -> None:
 
 
 def recipe_values(method: str, recipe: Path | None = None) -> dict[str, Any]:
-    """The YAML recipe: `recipe` if given, else the packaged `recipes/METHOD.yaml` when there is one."""
+    """The YAML recipe: `recipe` if given, else the packaged `recipes/METHOD.yaml` when there is one.
+
+    A composition (`compose:a+b`) uses the packaged recipes/compose.yaml when that file is written for it.
+    """
     METHODS.get(method)  # unknown names fail here, with the valid ones listed
     if recipe is not None:
         if not Path(recipe).is_file():
             raise PretrainlabError(f"recipe file not found: {recipe}")
         text = Path(recipe).read_text()
     else:
-        packaged = resources.files("pretrainlab") / "recipes" / f"{method}.yaml"
+        packaged = resources.files("pretrainlab") / "recipes" / f"{method.partition(':')[0]}.yaml"
         if not packaged.is_file():
             return {"method": method}
         text = packaged.read_text()
+        if ":" in method and (yaml.safe_load(text) or {}).get("method") != method:
+            return {"method": method}  # the packaged composition recipe is for another composition
     values = yaml.safe_load(text) or {}
     if values.get("method", method) != method:
         raise PretrainlabError(f"recipe is for method '{values['method']}', not '{method}'")
