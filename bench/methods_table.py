@@ -64,7 +64,7 @@ def evaluate_target(target: EvalTarget, source: ImageSource) -> dict[str, float]
 def measure_method(name: str, full: ImageSource, subset: ImageSource, options: dict, epochs: int) -> dict:
     method_class = METHODS.get(name)
     backbone = VIT_BACKBONE if method_class.needs_tokens else CNN_BACKBONE
-    out = ROOT / "runs" / "bench-methods" / name
+    out = ROOT / "runs" / "bench-methods" / file_name(name)
     if (out / "checkpoints").exists():
         import shutil
 
@@ -81,6 +81,11 @@ def measure_method(name: str, full: ImageSource, subset: ImageSource, options: d
            "reconstruction_loss": last_logged(out, "reconstruction_loss"),
            **evaluate_target(load_run_target(out), full)}
     return row
+
+
+def file_name(name: str) -> str:
+    """A method name as a file name: compose:mae+simclr -> compose-mae-simclr."""
+    return name.replace(":", "-").replace("+", "-")
 
 
 def last_logged(run_dir: Path, key: str) -> float | None:
@@ -152,12 +157,12 @@ def main() -> None:
         for name in filter(None, args.methods.split(",")):
             options = {}
             for text in args.option:
-                method, _, assignment = text.partition(":")
+                assignment, _, value = text.partition("=")
+                method, _, key = assignment.rpartition(":")  # METHOD may hold ':' itself (compose:a+b)
                 if method == name:
-                    key, _, value = assignment.partition("=")
                     options[key] = yaml.safe_load(value)
             row = measure_method(name, full, subset, options, args.epochs)
-            write_row(row, name + (f"-{args.tag}" if args.tag else ""))
+            write_row(row, file_name(name) + (f"-{args.tag}" if args.tag else ""))
     if args.render:
         render()
 
