@@ -80,6 +80,8 @@ def measure_method(name: str, full: ImageSource, subset: ImageSource, options: d
            "seconds_per_epoch": seconds / epochs, "final_loss": summary["final_loss"], "options": options,
            "reconstruction_loss": last_logged(out, "reconstruction_loss"),
            **evaluate_target(load_run_target(out), full)}
+    if method_class.needs_labels:
+        row["note"] = f"supervised: uses the labels of the {len(subset.train)}-image pre-training subset"
     return row
 
 
