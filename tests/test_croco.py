@@ -102,3 +102,14 @@ def test_pretrain_on_a_pair_source_end_to_end(tmp_path: Path) -> None:
     summary = pretrain(config, source=source, show_progress=False)
     assert summary["steps"] == 2 and np.isfinite(summary["final_loss"])
     assert (tmp_path / "run" / "backbone.safetensors").exists()
+
+
+def test_reconstruction_grid_pastes_visible_patches_back(rgb_batch: torch.Tensor) -> None:
+    method = tiny_croco(in_chans=3)
+    images = (rgb_batch[:3].permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.25
+    grid = method.reconstruction_grid(images, torch.Generator().manual_seed(8))
+    assert grid.shape == (9, 3, 32, 32)
+    shown = (images * 0.25 + 0.5).clamp(0, 1)
+    torch.testing.assert_close(grid[:3], shown)
+    kept = (grid[6:] - shown).abs().amax(dim=1) < 1e-5  # (3, 32, 32): pixels equal to the input
+    assert 0.05 < float(kept.float().mean()) < 0.3, "about 10 % of the patches are visible and pasted back"

@@ -115,8 +115,17 @@ def test_forward_logs_each_modality_and_fits_segments_once(rgb_batch: torch.Tens
     method = tiny_multimae().train()
     generator = torch.Generator().manual_seed(6)
     outputs = method(method.prepare_batch(rgb_batch, None, generator))
-    assert set(outputs) == {"loss", "loss_image", "loss_gray", "loss_edges", "loss_segments"}
+    assert set(outputs) == {"loss", "reconstruction_loss", "loss_image", "loss_gray", "loss_edges", "loss_segments"}
     torch.testing.assert_close(outputs["loss"], sum(outputs[f"loss_{m}"] for m in method.modalities))
     centroids = method.segment_centroids.clone()
     method(method.prepare_batch(rgb_batch.flip(0) // 2, None, generator))
     assert bool(method.segments_fitted) and torch.equal(method.segment_centroids, centroids)
+
+
+def test_reconstruction_grid_shows_input_masked_input_and_reconstruction(rgb_batch: torch.Tensor) -> None:
+    method = tiny_multimae()
+    images = (rgb_batch[:3].permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.25
+    method.segment_labels(images * 0.25 + 0.5)  # fitted as after training
+    grid = method.reconstruction_grid(images, torch.Generator().manual_seed(7))
+    assert grid.shape == (9, 3, 32, 32) and float(grid.min()) >= 0 and float(grid.max()) <= 1
+    torch.testing.assert_close(grid[:3], (images * 0.25 + 0.5).clamp(0, 1))

@@ -108,6 +108,8 @@ class ComposedMethod(Method):
             outputs = method(member_batch)
             total = total + getattr(self.config.weights, member) * outputs["loss"]
             logged.update({f"{member}/{key}": value.detach() for key, value in outputs.items()})
+            if "reconstruction_loss" in outputs:  # the first reconstructing member's, for tables
+                logged.setdefault("reconstruction_loss", outputs["reconstruction_loss"].detach())
         return {"loss": total, **logged}
 
     def representations(self, images: torch.Tensor) -> dict[str, torch.Tensor]:

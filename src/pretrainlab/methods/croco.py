@@ -33,6 +33,7 @@ from pretrainlab.errors import PretrainlabError
 from pretrainlab.heads.cross_decoder import CrossViewDecoder, scatter_to_grid
 from pretrainlab.losses.reconstruction import masked_patch_loss
 from pretrainlab.methods.base import Batch, Method, MethodContext, register_method
+from pretrainlab.methods.reconstruction import patch_reconstruction_grid
 
 
 @dataclass(frozen=True)
@@ -129,5 +130,18 @@ class CroCo(Method):
         num_patches = self.backbone.grid_size[0] * self.backbone.grid_size[1]
         mask = random_patch_mask(first.shape[0], num_patches, self.config.mask_ratio, batch.generator, first.device)
         prediction = self.complete(first, second, mask)
-        target = patchify(first, self.backbone.patch_size)
-        return {"loss": masked_patch_loss(prediction, target, mask, self.config.norm_pix_loss)}
+        loss = masked_patch_loss(prediction, patchify(first, self.backbone.patch_size), mask, self.config.norm_pix_loss)
+        return {"loss": loss, "reconstruction_loss": loss.detach()}
+
+    @torch.no_grad()
+    def reconstruction_grid(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Completion of each image from 10 % of its patches and a proxy second view (a related crop)."""
+        full = torch.tensor([[0.0, 0.0, 1.0, 1.0]], device=images.device).expand(images.shape[0], 4)
+        boxes = related_boxes(full, self.config.proxy_shift, self.config.proxy_scale, generator)
+        pixels = images * self.std.view(1, -1, 1, 1) + self.mean.view(1, -1, 1, 1)
+        no_flip = torch.zeros(images.shape[0], dtype=torch.bool, device=images.device)
+        second = normalize(crop_resize_flip(pixels, boxes, no_flip, images.shape[-1]), self.mean, self.std)
+        num_patches = self.backbone.grid_size[0] * self.backbone.grid_size[1]
+        mask = random_patch_mask(images.shape[0], num_patches, self.config.mask_ratio, generator, images.device)
+        return patch_reconstruction_grid(images, self.complete(images, second, mask), mask, self.backbone.patch_size,
+                                         self.mean, self.std, self.config.norm_pix_loss)

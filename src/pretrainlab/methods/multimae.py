@@ -33,6 +33,7 @@ from pretrainlab.errors import PretrainlabError
 from pretrainlab.heads.cross_decoder import CrossViewDecoder, scatter_to_grid
 from pretrainlab.losses.reconstruction import masked_patch_loss
 from pretrainlab.methods.base import Batch, Method, MethodContext, register_method
+from pretrainlab.methods.reconstruction import patch_reconstruction_grid
 
 KNOWN_MODALITIES = ("image", "gray", "edges", "segments")
 
@@ -163,18 +164,34 @@ class MultiMAE(Method):
         grid = scatter_to_grid(encoded[:, self.backbone.num_prefix_tokens :], visible_index, tokens.shape[1])
         return encoded, list(grid.chunk(len(self.modalities), dim=1))
 
+    def predict(self, targets: dict[str, torch.Tensor], hidden: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every modality's predictions (B, N, p*p*c) from the visible tokens of all; hidden (B, M, N)."""
+        tokens = torch.cat([self.embed(m, targets[m]) for m in self.modalities], dim=1)  # (B, M * N, D)
+        encoded, on_grid = self.encode(tokens, hidden)
+        return {m: self.decoders[m](on_grid[index], ~hidden[:, index], encoded)
+                for index, m in enumerate(self.modalities)}
+
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         view = batch.views["base"][0].images
         targets = self.modality_targets(view)
-        tokens = torch.cat([self.embed(m, targets[m]) for m in self.modalities], dim=1)  # (B, M * N, D)
         counts = dirichlet_visible_counts(view.shape[0], len(self.modalities), self.num_visible,
                                           self.config.dirichlet_alpha, batch.generator, view.device, self.num_patches)
         hidden = modality_masks(counts, self.num_patches, batch.generator)  # (B, M, N)
-        encoded, on_grid = self.encode(tokens, hidden)
+        predictions = self.predict(targets, hidden)
         outputs, total = {}, view.new_zeros(())
         for index, modality in enumerate(self.modalities):
-            prediction = self.decoders[modality](on_grid[index], ~hidden[:, index], encoded)
-            loss = self.modality_loss(modality, prediction, targets[modality], hidden[:, index])
+            loss = self.modality_loss(modality, predictions[modality], targets[modality], hidden[:, index])
             outputs[f"loss_{modality}"] = loss.detach()
             total = total + loss
-        return {"loss": total, **outputs}
+        return {"loss": total, "reconstruction_loss": outputs["loss_image"], **outputs}
+
+    @torch.no_grad()
+    def reconstruction_grid(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The image modality rebuilt from the visible tokens of all modalities (its own visible share shown)."""
+        targets = self.modality_targets(images)
+        counts = dirichlet_visible_counts(images.shape[0], len(self.modalities), self.num_visible,
+                                          self.config.dirichlet_alpha, generator, images.device, self.num_patches)
+        hidden = modality_masks(counts, self.num_patches, generator)
+        prediction = self.predict(targets, hidden)["image"]
+        return patch_reconstruction_grid(images, prediction, hidden[:, 0], self.backbone.patch_size, self.mean,
+                                         self.std, self.config.norm_pix_loss)
