@@ -9,6 +9,8 @@ import pytest
 import torch
 
 os.environ.setdefault("PRETRAINLAB_CACHE", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "data"))
+os.environ.setdefault("PRETRAINLAB_STORE", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "store",
+                                                   "pretrainlab.db"))
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pretrainlab.cli_results import add_results_commands, add_store_flag
 from pretrainlab.errors import PretrainlabError
 
 EXIT_USAGE = 2
@@ -73,7 +74,8 @@ def run_eval(args: argparse.Namespace) -> int:
     protocols = [p for text in args.protocol for p in text.split(",") if p] or ["knn"]
     options: dict[str, Any] = {"k": args.k, "seed": args.seed}
     results = evaluate_backbone(args.backbone, args.data, protocols, args.device, args.weights, args.img_size,
-                                {k: v for k, v in options.items() if v is not None}, download=args.download)
+                                {k: v for k, v in options.items() if v is not None}, download=args.download,
+                                store=None if args.no_store else args.store)
     for result in results:
         if args.json:
             print(json.dumps(result.to_dict()))
@@ -152,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--download", action="store_true")
     evaluate.add_argument("--json", action="store_true", help="one JSON object per protocol on stdout")
+    add_store_flag(evaluate)
+    evaluate.add_argument("--no-store", action="store_true", help="print only; record nothing")
     evaluate.set_defaults(handler=run_eval)
 
     export = commands.add_parser("export", help="write one representation of a run (backbone, head.N, dimD) as "
@@ -160,8 +164,6 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--layer", help="the representation: backbone, head.N, dimD or layerL,dimD (or use RUN@...)")
     export.add_argument("--out", type=Path, required=True, help="the .safetensors file to write")
     export.set_defaults(handler=run_export)
-
-    from pretrainlab.cli_results import add_results_commands
 
     add_results_commands(commands)  # gauntlet, compare, store rebuild, report
 

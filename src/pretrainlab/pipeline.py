@@ -203,13 +203,19 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
 
 def evaluate_backbone(spec: str, data: str, protocols: list[str], device: str = "auto",
                       weights: Path | None = None, img_size: int | None = None, options: dict[str, Any] | None = None,
-                      source: ImageSource | None = None, download: bool = False) -> list[EvalResult]:
-    """Evaluates a run folder or `timm:NAME` on a labelled source with each protocol."""
+                      source: ImageSource | None = None, download: bool = False,
+                      store: Path | str | None = None) -> list[EvalResult]:
+    """Evaluates a run folder or `timm:NAME` on a source with each protocol (each checks the data has what
+    it needs); with `store`, the results are also recorded (run folder's evaluations.jsonl, then the store)."""
     source = source or load_source(data, image_size=img_size, download=download)
-    source.require_labels("evaluation")
     target = load_target(spec, img_size or source.image_size[0], source.channels, weights)
     context = EvalContext(target, source, resolve_device(device), dict(options or {}))
-    return [result for protocol in protocols for result in evaluate(context, protocol)]
+    results = [result for protocol in protocols for result in evaluate(context, protocol)]
+    if store is not None:
+        recorder = EvaluationRecorder(ResultsStore(store), target.label, weights_fingerprint(target, weights),
+                                      target.run_dir)
+        recorder(results, int(context.options.get("seed", 0)))
+    return results
 
 
 def weights_fingerprint(target: EvalTarget, weights: Path | None) -> str:

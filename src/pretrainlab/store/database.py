@@ -8,6 +8,7 @@ the lock, and a retry with jittered back-off covers the "database is locked" err
 from __future__ import annotations
 
 import logging
+import os
 import random
 import sqlite3
 import time
@@ -22,7 +23,8 @@ from pretrainlab.store.schema import ensure_schema
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STORE = Path("runs/pretrainlab.db")
+# PRETRAINLAB_STORE moves the default, e.g. so a test suite never writes into the working folder.
+DEFAULT_STORE = Path(os.environ.get("PRETRAINLAB_STORE", "runs/pretrainlab.db"))
 T = TypeVar("T")
 
 
