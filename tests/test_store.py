@@ -165,3 +165,15 @@ def test_file_fingerprint_is_sha256_of_the_bytes(tmp_path: Path) -> None:
     path = tmp_path / "w.bin"
     path.write_bytes(bytes(range(256)) * 5000)
     assert file_fingerprint(path) == "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def test_cli_store_rebuild(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from pretrainlab.cli import main
+
+    runs = tmp_path / "runs"
+    run = make_run_folder(runs / "r")
+    EvaluationRecorder(ResultsStore(runs / "a.db"), "r", "sha256:1", run)([FakeResult("knn", "top1", 1.0)], 0)
+    assert main(["store", "rebuild", "--store", str(tmp_path / "b.db"), "--runs", str(runs)]) == 0
+    assert capsys.readouterr().out.strip().endswith("1 runs, 2 checkpoint files, 1 evaluations")
+    assert main(["store", "rebuild", "--store", str(tmp_path / "b.db"), "--runs", str(tmp_path / "none")]) == 2
+    assert "runs folder not found" in capsys.readouterr().err

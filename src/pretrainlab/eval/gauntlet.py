@@ -127,6 +127,10 @@ def run_gauntlet(context: EvalContext, plan: GauntletPlan, seeds: Iterable[int],
                 outcome.failed[protocol] = f"{type(error).__name__}: {error}"
                 log.error("protocol %s failed:\n%s", protocol, traceback.format_exc())
                 break
+            metrics = [result.metric for result in results]
+            if len(set(metrics)) < len(metrics):  # comparisons key on (protocol, metric): one would hide another
+                log.warning("protocol %s returned the metric names %s more than once; name variants apart, "
+                            "e.g. top1@10%%", protocol, sorted({m for m in metrics if metrics.count(m) > 1}))
             if sink is not None:
                 sink(results, seed)
             outcome.per_seed.extend((seed, result) for result in results)
