@@ -56,12 +56,14 @@ def pooled_at_depths(model: nn.Module, x: torch.Tensor, depths: Sequence[int]) -
     (mean of patch tokens or class token, and `fc_norm`), so depth = number of blocks equals FULL_DEPTH.
     """
     partial = [depth for depth in depths if depth != FULL_DEPTH]
-    outputs: dict[int, torch.Tensor] = {}
+    if not partial:
+        return {FULL_DEPTH: model.forward_head(model.forward_features(x), pre_logits=True)}
+    blocks = len(model.blocks)
+    wanted = partial + ([blocks] if FULL_DEPTH in depths else [])
+    tokens = _tokens_by_depth(model, x, wanted)  # one pass serves every depth, the full one included
+    outputs = {depth: model.forward_head(tokens[depth], pre_logits=True) for depth in partial}
     if FULL_DEPTH in depths:
-        outputs[FULL_DEPTH] = model.forward_head(model.forward_features(x), pre_logits=True)
-    if partial:
-        for depth, tokens in _tokens_by_depth(model, x, partial).items():
-            outputs[depth] = model.forward_head(tokens, pre_logits=True)
+        outputs[FULL_DEPTH] = model.forward_head(tokens[blocks], pre_logits=True)
     return outputs
 
 
