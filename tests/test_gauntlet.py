@@ -181,3 +181,21 @@ def test_cli_gauntlet_errors_are_one_line(small_npz, capsys) -> None:
         assert main(arguments) == 2
         error = capsys.readouterr().err.strip()
         assert message in error and len(error.splitlines()) == 1, error
+
+
+def test_limited_splits_are_class_balanced_fixed_and_named(small_npz) -> None:
+    from pretrainlab.eval.subsets import limit_source
+
+    source = load_source(f"npz:{small_npz['labelled']}")
+    limited = limit_source(source, max_train=100, max_test=50)
+    train_counts = np.bincount(source.train.labels, minlength=10)
+    expected = np.round(train_counts * 100 / 300).astype(int)  # the same share of every class
+    assert np.array_equal(np.bincount(limited.train.labels, minlength=10), expected)
+    assert limited.spec == f"npz:{small_npz['labelled']}[train:{expected.sum()},test:{len(limited.test)}]"
+    again = limit_source(load_source(f"npz:{small_npz['labelled']}"), max_train=100, max_test=50)
+    assert np.array_equal(again.train.images, limited.train.images)  # every backbone sees the same images
+    assert limit_source(source) is source and limit_source(source, max_train=10_000) is source
+    tiny = limit_source(source, max_train=3)  # the stratified split keeps one image of every class
+    assert sorted(tiny.train.labels) == list(range(10)) and tiny.spec.endswith("[train:10]")
+    unlabeled = limit_source(load_source(f"npz:{small_npz['unlabeled']}"), max_train=20)
+    assert len(unlabeled.train) == 20 and unlabeled.spec.endswith("[train:20]")

@@ -36,7 +36,7 @@ def run_gauntlet(args: argparse.Namespace) -> int:
 
     outcome = gauntlet(args.backbone, args.data, comma_list(args.protocols) or None, args.seeds, args.store,
                        args.weights, args.device, args.img_size, parse_options(args.option), args.download,
-                       args.keep_going)
+                       args.keep_going, args.max_train, args.max_test)
     print(format_summary(outcome))
     print(f"results stored in {args.store}")
     return 1 if outcome.failed else 0
@@ -91,6 +91,9 @@ def add_results_commands(commands: argparse._SubParsersAction) -> None:
                           help="protocol option, e.g. k=20 or speed_batch_size=64 (repeatable)")
     gauntlet.add_argument("--download", action="store_true")
     gauntlet.add_argument("--keep-going", action="store_true", help="a crashing protocol is reported, not fatal")
+    gauntlet.add_argument("--max-train", type=int, help="evaluate on a fixed class-balanced subset of the training "
+                          "split (CPU budgets); the size becomes part of the results' data spec")
+    gauntlet.add_argument("--max-test", type=int, help="the same for the test split")
     gauntlet.set_defaults(handler=run_gauntlet)
 
     compare = commands.add_parser("compare", help="backbones x protocols from the store: mean ± std, z-score rank")

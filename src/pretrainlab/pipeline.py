@@ -26,6 +26,7 @@ from pretrainlab.eval import EvalContext, EvalResult, EvalTarget, evaluate, load
 from pretrainlab.eval.features import extract_features
 from pretrainlab.eval.gauntlet import GauntletOutcome, plan_protocols, run_gauntlet, state_fingerprint
 from pretrainlab.eval.knn import as_labels, knn_accuracy
+from pretrainlab.eval.subsets import limit_source
 from pretrainlab.methods import METHODS, MethodContext
 from pretrainlab.methods.reconstruction import save_reconstruction_grid
 from pretrainlab.report import write_run_report
@@ -230,12 +231,13 @@ def weights_fingerprint(target: EvalTarget, weights: Path | None) -> str:
 def gauntlet(spec: str, data: str, protocols: list[str] | None = None, seeds: int = 3,
              store: Path | str = DEFAULT_STORE, weights: Path | None = None, device: str = "auto",
              img_size: int | None = None, options: dict[str, Any] | None = None, download: bool = False,
-             keep_going: bool = False) -> GauntletOutcome:
+             keep_going: bool = False, max_train: int | None = None, max_test: int | None = None) -> GauntletOutcome:
     """Puts a run folder or `timm:NAME` through every protocol that applies to `data` (or `protocols`), once
-    per seed 0..seeds-1; every per-seed result goes to the run folder's evaluations.jsonl and the store."""
+    per seed 0..seeds-1; every per-seed result goes to the run folder's evaluations.jsonl and the store.
+    `max_train` / `max_test` evaluate on fixed class-balanced subsets (named in the results' data spec)."""
     if seeds < 1:
         raise PretrainlabError(f"--seeds must be at least 1, got {seeds}")
-    source = load_source(data, image_size=img_size, download=download)
+    source = limit_source(load_source(data, image_size=img_size, download=download), max_train, max_test)
     plan = plan_protocols(source, protocols)  # bad protocol names fail before any work
     torch.manual_seed(0)  # a random timm:NAME starts from the same weights in every gauntlet
     target = load_target(spec, img_size or source.image_size[0], source.channels, weights)
