@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_functional
 
 
 def is_distributed() -> bool:
@@ -27,7 +26,23 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """
     if not is_distributed():
         return x
-    return torch.cat(dist_functional.all_gather(x), dim=0)
+    return torch.cat(_GatherWithGrad.apply(x), dim=0)
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sums every rank's gradient for each slice and returns this rank's slice."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> tuple[torch.Tensor, ...]:  # noqa: ANN001
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return tuple(parts)
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        stacked = torch.stack(grads).contiguous()  # (W, B, ...)
+        dist.all_reduce(stacked)
+        return stacked[dist.get_rank()]
 
 
 def all_reduce_with_grad(x: torch.Tensor) -> torch.Tensor:
@@ -38,7 +53,23 @@ def all_reduce_with_grad(x: torch.Tensor) -> torch.Tensor:
     """
     if not is_distributed():
         return x
-    return dist_functional.all_reduce(x)
+    return _AllReduceWithGrad.apply(x)
+
+
+class _AllReduceWithGrad(torch.autograd.Function):
+    """Sum over ranks; every rank's output depends on every input, so the backward is a sum too."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        total = x.detach().clone().contiguous()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        total = grad.clone().contiguous()
+        dist.all_reduce(total)
+        return total
 
 
 def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
