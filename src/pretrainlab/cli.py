@@ -69,10 +69,12 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from pretrainlab.config import parse_override
     from pretrainlab.pipeline import evaluate_backbone
 
     protocols = [p for text in args.protocol for p in text.split(",") if p] or ["knn"]
-    options: dict[str, Any] = {"k": args.k, "seed": args.seed}
+    options: dict[str, Any] = {".".join(path): value for path, value in map(parse_override, args.option)}
+    options.update({"k": args.k, "seed": args.seed})
     results = evaluate_backbone(args.backbone, args.data, protocols, args.device, args.weights, args.img_size,
                                 {k: v for k, v in options.items() if v is not None}, download=args.download,
                                 store=None if args.no_store else args.store)
@@ -151,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--img-size", type=int)
     evaluate.add_argument("--k", type=int, help="kNN neighbours (default 200, or 20 with < 1,000 images a class)")
     evaluate.add_argument("--seed", type=int)
+    evaluate.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                          help="protocol option, e.g. epochs=3, fractions=[0.01,0.1] or noise=[sym40] (repeatable)")
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--download", action="store_true")
     evaluate.add_argument("--json", action="store_true", help="one JSON object per protocol on stdout")
