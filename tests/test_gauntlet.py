@@ -150,8 +150,12 @@ def test_cli_gauntlet_stores_every_seed_of_a_random_timm_backbone(small_npz, tmp
     assert len(rows) == 2 * 1 + 2 * 6  # kNN: one metric; speed: six; two seeds each
     assert sorted({row.seed for row in rows}) == [0, 1] and len({row.session for row in rows}) == 1
     assert len(read_evaluations(ResultsStore(store_path).external_log)) == len(rows)
+    torch.manual_seed(123)  # the global generator's state must not change the random baseline
     assert main(arguments[:4] + ["--protocols", "knn", "--seeds", "1", "--store", str(store_path)]) == 0
-    fingerprints = {row.fingerprint for row in ResultsStore(store_path).evaluations()}
+    assert main(["eval", *arguments[1:4], "--protocol", "knn", "--store", str(store_path)]) == 0
+    rows = ResultsStore(store_path).evaluations()
+    assert len(rows) == 2 + 12 + 1 + 1
+    fingerprints = {row.fingerprint for row in rows}
     assert len(fingerprints) == 1 and fingerprints.pop().startswith("random-init:")  # same init every time
 
 

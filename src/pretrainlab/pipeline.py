@@ -37,6 +37,8 @@ from pretrainlab.train.loop import Trainer
 
 log = logging.getLogger(__name__)
 
+RANDOM_INIT_SEED = 0
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
@@ -209,7 +211,7 @@ def evaluate_backbone(spec: str, data: str, protocols: list[str], device: str = 
     """Evaluates a run folder or `timm:NAME` on a source with each protocol (each checks the data has what
     it needs); with `store`, the results are also recorded (run folder's evaluations.jsonl, then the store)."""
     source = source or load_source(data, image_size=img_size, download=download)
-    target = load_target(spec, img_size or source.image_size[0], source.channels, weights)
+    target = seeded_target(spec, img_size or source.image_size[0], source.channels, weights)
     context = EvalContext(target, source, resolve_device(device), dict(options or {}))
     results = [result for protocol in protocols for result in evaluate(context, protocol)]
     if store is not None:
@@ -217,6 +219,14 @@ def evaluate_backbone(spec: str, data: str, protocols: list[str], device: str = 
                                       target.run_dir)
         recorder(results, int(context.options.get("seed", 0)))
     return results
+
+
+def seeded_target(spec: str, img_size: int, in_chans: int, weights: Path | None = None) -> EvalTarget:
+    """`load_target` with the random init of a timm:NAME drawn from seed 0, whatever the global generator's
+    state: every command evaluates the same random baseline, so its results share one fingerprint."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        return load_target(spec, img_size, in_chans, weights)
 
 
 def weights_fingerprint(target: EvalTarget, weights: Path | None) -> str:
@@ -239,8 +249,7 @@ def gauntlet(spec: str, data: str, protocols: list[str] | None = None, seeds: in
         raise PretrainlabError(f"--seeds must be at least 1, got {seeds}")
     source = limit_source(load_source(data, image_size=img_size, download=download), max_train, max_test)
     plan = plan_protocols(source, protocols)  # bad protocol names fail before any work
-    torch.manual_seed(0)  # a random timm:NAME starts from the same weights in every gauntlet
-    target = load_target(spec, img_size or source.image_size[0], source.channels, weights)
+    target = seeded_target(spec, img_size or source.image_size[0], source.channels, weights)
     recorder = EvaluationRecorder(ResultsStore(store), target.label, weights_fingerprint(target, weights),
                                   target.run_dir)
     context = EvalContext(target, source, resolve_device(device), dict(options or {}))
