@@ -108,3 +108,8 @@ def test_batch_plan_is_a_deterministic_shardable_permutation() -> None:
     assert sorted(np.concatenate(shards).tolist()) == sorted(plan.indices(7).tolist())
     with pytest.raises(PretrainlabError, match="larger than the dataset"):
         BatchPlan(10, 20, seed=0)
+
+
+def test_torchvision_set_without_download_says_how(tmp_path: Path) -> None:
+    with pytest.raises(PretrainlabError, match="--download"):
+        load_source(f"torchvision:MNIST:{tmp_path}")
