@@ -18,7 +18,8 @@ from pretrainlab.pipeline import build_run_config, pretrain
 
 DEMO_METHOD = "simclr"
 DEMO_BACKBONE = "tinycnn"
-DEMO_EPOCHS = 30
+DEMO_EPOCHS = 20
+DEMO_WARMUP_EPOCHS = 2.0  # the recipe's 10 warm-up epochs suit 100-epoch runs, not a 20-epoch demo
 
 
 def random_init_results(backbone_name: str, seed: int, source: Any, img_size: int) -> dict[str, float]:
@@ -33,7 +34,7 @@ def run_demo(out: str | None = None, epochs: int | None = None, show_progress: b
     """Pre-trains SimCLR on the builtin digits and measures it against its own random initialisation."""
     out = out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
     config = build_run_config(DEMO_METHOD, {"backbone": DEMO_BACKBONE, "data": "builtin", "out": out},
-                              {"epochs": epochs or DEMO_EPOCHS}, {})
+                              {"epochs": epochs or DEMO_EPOCHS, "warmup_epochs": DEMO_WARMUP_EPOCHS}, {})
     source = load_source("builtin")
     started = time.perf_counter()
     summary = pretrain(config, show_progress=show_progress, source=source)
