@@ -16,6 +16,8 @@ class TrainConfig:
         epochs: passes over the training split.
         batch_size: images per optimiser step, over all processes.
         optimizer: sgd, adamw or lars.
+        lars_trust: LARS's trust coefficient eta (0.001 as in its paper; solo-learn's CIFAR recipes use 0.02,
+            since a short run at eta 0.001 moves the weights by only lr * eta of their norm per step).
         lr: base learning rate for a batch of 256; scaled linearly with batch_size when lr_scaling is "linear".
         min_lr: learning rate at the end of the cosine decay.
         warmup_epochs: linear warm-up length (fractions allowed).
@@ -36,6 +38,7 @@ class TrainConfig:
     min_lr: float = 0.0
     weight_decay: float = 5e-4
     momentum: float = 0.9
+    lars_trust: float = 0.001
     warmup_epochs: float = 10.0
     precision: str = "fp32"
     grad_clip: float = 0.0
@@ -60,6 +63,8 @@ class TrainConfig:
             raise PretrainlabError(f"unknown precision '{self.precision}'; valid precisions: {', '.join(PRECISIONS)}")
         if self.lr_scaling not in ("linear", "none"):
             raise PretrainlabError(f"lr_scaling must be 'linear' or 'none', got '{self.lr_scaling}'")
+        if self.lars_trust <= 0:
+            raise PretrainlabError(f"lars_trust must be > 0, got {self.lars_trust}")
         if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
             raise PretrainlabError("lr must be > 0, weight_decay and warmup_epochs >= 0")
 

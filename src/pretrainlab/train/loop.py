@@ -81,7 +81,7 @@ class Trainer:
         if is_distributed():
             self.model = nn.parallel.DistributedDataParallel(self.model)
         self.optimizer = build_optimizer(method, config.optimizer, config.scaled_lr, config.weight_decay,
-                                         config.momentum)
+                                         config.momentum, config.lars_trust)
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
         self.forward = torch.compile(self.model) if config.compile else self.model
         self.generator = torch.Generator(device=device)

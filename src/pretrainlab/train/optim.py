@@ -27,7 +27,7 @@ def parameter_groups(method: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(method: nn.Module, name: str, lr: float, weight_decay: float,
-                    momentum: float) -> torch.optim.Optimizer:
+                    momentum: float, lars_trust: float = 0.001) -> torch.optim.Optimizer:
     groups = parameter_groups(method, weight_decay)
     if name == "sgd":
         for group in groups:
@@ -38,7 +38,7 @@ def build_optimizer(method: nn.Module, name: str, lr: float, weight_decay: float
             group.pop("lars_exclude", None)
         return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
     if name == "lars":
-        return LARS(groups, lr=lr, momentum=momentum)
+        return LARS(groups, lr=lr, momentum=momentum, trust_coefficient=lars_trust)
     raise PretrainlabError(unknown_name_message("optimizer", name, OPTIMIZERS))
 
 
