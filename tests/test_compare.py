@@ -152,3 +152,10 @@ def test_cli_compare_prints_and_writes_html(tmp_path: Path, capsys: pytest.Captu
     assert "| knn | top1 |" in capsys.readouterr().out
     page = html.read_text()
     assert "timm:tinycnn" in page and "mean z" in page and "<script" not in page
+
+
+def test_measured_call_time_wins_over_per_metric_seconds() -> None:
+    # noisy-label style: each metric reports its own part; the gauntlet measured the whole call
+    rows = [EvaluationRow("b", "f", "d", "noisy", metric, 1.0, seed, seconds, call_seconds=call, created=seed)
+            for seed, call in ((0, 10.0), (1, 20.0)) for metric, seconds in (("clean", 2.0), ("sym20", 3.0))]
+    assert build_comparison(rows, "d").protocol_seconds[("b", "noisy")] == pytest.approx(15.0)

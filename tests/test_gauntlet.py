@@ -81,10 +81,13 @@ def test_each_seed_runs_separately_and_features_are_extracted_once(small_npz, mo
     monkeypatch.setattr(protocols_module, "extract_features", counting_extract)
     monkeypatch.setattr(linear_module, "stratified_indices", recording_split)
     context = small_context(small_npz["labelled"])
-    sunk = []
+    sunk, call_seconds = [], []
     outcome = run_gauntlet(context, GauntletPlan(["knn", "linear"]), [0, 1, 2],
-                           lambda results, seed: sunk.append((seed, [r.protocol for r in results])))
+                           lambda results, seed, seconds: (sunk.append((seed, [r.protocol for r in results])),
+                                                           call_seconds.append(seconds)))
     assert sunk == [(0, ["knn"]), (1, ["knn"]), (2, ["knn"]), (0, ["linear"]), (1, ["linear"]), (2, ["linear"])]
+    assert all(seconds > 0 for seconds in call_seconds)
+    assert call_seconds[0] >= outcome.per_seed[0][1].seconds  # the call's wall time includes the protocol's own
     assert extractions == [300, 100]  # train and test once, shared by both protocols and all seeds
     assert validation_seeds == [0, 1, 2]  # the linear probe's seed draws its validation split
     knn = [result.value for seed, result in outcome.per_seed if result.protocol == "knn"]
@@ -155,6 +158,7 @@ def test_cli_gauntlet_stores_every_seed_of_a_random_timm_backbone(small_npz, tmp
     assert main(["eval", *arguments[1:4], "--protocol", "knn", "--store", str(store_path)]) == 0
     rows = ResultsStore(store_path).evaluations()
     assert len(rows) == 2 + 12 + 1 + 1
+    assert all(row.call_seconds is not None and row.call_seconds >= row.seconds for row in rows)
     fingerprints = {row.fingerprint for row in rows}
     assert len(fingerprints) == 1 and fingerprints.pop().startswith("random-init:")  # same init every time
 

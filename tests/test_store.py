@@ -177,3 +177,26 @@ def test_cli_store_rebuild(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
     assert capsys.readouterr().out.strip().endswith("1 runs, 2 checkpoint files, 1 evaluations")
     assert main(["store", "rebuild", "--store", str(tmp_path / "b.db"), "--runs", str(tmp_path / "none")]) == 2
     assert "runs folder not found" in capsys.readouterr().err
+
+
+def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
+    from pretrainlab.store.schema import TABLES
+
+    path = tmp_path / "v1.db"
+    connection = sqlite3.connect(path)
+    for statement in TABLES:
+        connection.execute(statement)
+    connection.execute("ALTER TABLE evaluations DROP COLUMN call_seconds")  # version 1 had no such column
+    old = sample_row()
+    connection.execute("INSERT INTO evaluations (uid, created, session, backbone, run_path, fingerprint, data, "
+                       "protocol, metric, value, higher_is_better, seed, seconds, settings_json) VALUES "
+                       "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", old.to_sql()[:-1])
+    connection.execute("PRAGMA user_version = 1")
+    connection.commit()
+    connection.close()
+    store = ResultsStore(path)
+    [migrated] = store.evaluations()
+    assert migrated.uid == old.uid and migrated.call_seconds is None
+    store.add_evaluations([sample_row(call_seconds=2.5)])
+    assert sorted(r.call_seconds or 0 for r in store.evaluations()) == [0, 2.5]
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2

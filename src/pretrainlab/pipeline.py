@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -213,11 +214,15 @@ def evaluate_backbone(spec: str, data: str, protocols: list[str], device: str = 
     source = source or load_source(data, image_size=img_size, download=download)
     target = seeded_target(spec, img_size or source.image_size[0], source.channels, weights)
     context = EvalContext(target, source, resolve_device(device), dict(options or {}))
-    results = [result for protocol in protocols for result in evaluate(context, protocol)]
-    if store is not None:
-        recorder = EvaluationRecorder(ResultsStore(store), target.label, weights_fingerprint(target, weights),
-                                      target.run_dir)
-        recorder(results, int(context.options.get("seed", 0)))
+    recorder = None if store is None else EvaluationRecorder(ResultsStore(store), target.label,
+                                                             weights_fingerprint(target, weights), target.run_dir)
+    results = []
+    for protocol in protocols:
+        started = time.perf_counter()
+        produced = evaluate(context, protocol)
+        if recorder is not None:
+            recorder(produced, int(context.options.get("seed", 0)), time.perf_counter() - started)
+        results.extend(produced)
     return results
 
 

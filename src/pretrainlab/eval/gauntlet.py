@@ -28,8 +28,9 @@ from pretrainlab.eval.record import EvalResult
 
 log = logging.getLogger(__name__)
 
-# Called with the records of one (protocol, seed) as soon as they exist, so an interrupted gauntlet keeps them.
-ResultSink = Callable[[list[EvalResult], int], object]
+# Called with the records of one (protocol, seed), the seed and the call's wall time as soon as they exist,
+# so an interrupted gauntlet keeps them.
+ResultSink = Callable[[list[EvalResult], int, float], object]
 
 
 @dataclass
@@ -113,6 +114,7 @@ def run_gauntlet(context: EvalContext, plan: GauntletPlan, seeds: Iterable[int],
         for seed in seeds:
             seed_everything(seed)
             context.options["seed"] = seed
+            call_started = time.perf_counter()
             try:
                 results = evaluate(context, protocol)
             except PretrainlabError as error:
@@ -132,7 +134,7 @@ def run_gauntlet(context: EvalContext, plan: GauntletPlan, seeds: Iterable[int],
                 log.warning("protocol %s returned the metric names %s more than once; name variants apart, "
                             "e.g. top1@10%%", protocol, sorted({m for m in metrics if metrics.count(m) > 1}))
             if sink is not None:
-                sink(results, seed)
+                sink(results, seed, time.perf_counter() - call_started)
             outcome.per_seed.extend((seed, result) for result in results)
             log.info("%s seed %d: %s", protocol, seed, ", ".join(f"{r.metric} {r.value:.4g}" for r in results))
         if state_fingerprint(context.target.backbone) != before:

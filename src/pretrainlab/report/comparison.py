@@ -137,9 +137,10 @@ def build_comparison(rows: Iterable[EvaluationRow], data: str,
         for row in members:
             by_metric.setdefault((row.protocol, row.metric), []).append(row)
             columns.setdefault((row.protocol, row.metric), Column(row.protocol, row.metric, row.higher_is_better))
-            # A protocol's metrics of one seed come from one call that reports its total time on each.
+            # The call's measured wall time when recorded; else the largest time one of its metrics reports.
             key = (row.protocol, row.seed)
-            call_seconds[key] = max(call_seconds.get(key, 0.0), row.seconds)
+            call_seconds[key] = row.call_seconds if row.call_seconds is not None else max(
+                call_seconds.get(key, 0.0), row.seconds)
         for (protocol, metric), metric_rows in by_metric.items():
             mean, std = mean_and_std([row.value for row in metric_rows])
             cells[(label, protocol, metric)] = Cell(mean, std, sorted(row.seed for row in metric_rows),

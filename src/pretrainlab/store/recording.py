@@ -41,9 +41,9 @@ class EvaluationRecorder:
     def log_path(self) -> Path:
         return self.run_dir / EVALUATIONS_LOG if self.run_dir is not None else self.store.external_log
 
-    def __call__(self, results: Iterable[Any], seed: int) -> list[EvaluationRow]:
-        rows = [EvaluationRow.from_result(result, seed, self.fingerprint,
-                                          str(self.run_dir) if self.run_dir else None, self.session, self.backbone)
+    def __call__(self, results: Iterable[Any], seed: int, call_seconds: float | None = None) -> list[EvaluationRow]:
+        rows = [EvaluationRow.from_result(result, seed, self.fingerprint, str(self.run_dir) if self.run_dir else None,
+                                          self.session, self.backbone, call_seconds)
                 for result in results]
         append_evaluations(self.log_path, rows)
         self.store.add_evaluations(rows)

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 EVALUATION_COLUMNS = ("uid", "created", "session", "backbone", "run_path", "fingerprint", "data", "protocol",
-                      "metric", "value", "higher_is_better", "seed", "seconds", "settings_json")
+                      "metric", "value", "higher_is_better", "seed", "seconds", "settings_json", "call_seconds")
 
 
 def plain_json(value: Any) -> Any:
@@ -33,6 +33,9 @@ class EvaluationRow:
         run_path: the resolved run folder, or None for a timm backbone.
         fingerprint: of the evaluated weights ("sha256:..." of the file, "random-init:..." of a random model).
         value: NaN when the protocol produced no number.
+        seconds: as the protocol reports it for this metric.
+        call_seconds: wall time of the protocol's whole call for this seed, measured by the caller (None when
+            unknown): protocols differ in whether `seconds` is per metric or per call.
     """
 
     backbone: str
@@ -46,18 +49,19 @@ class EvaluationRow:
     higher_is_better: bool = True
     settings: dict[str, Any] = field(default_factory=dict)
     run_path: str | None = None
+    call_seconds: float | None = None
     session: str = ""
     uid: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: float = field(default_factory=time.time)
 
     @classmethod
     def from_result(cls, result: Any, seed: int, fingerprint: str, run_path: str | None, session: str,
-                    backbone: str | None = None) -> EvaluationRow:
+                    backbone: str | None = None, call_seconds: float | None = None) -> EvaluationRow:
         """From an `EvalResult` (duck-typed, so the store does not import the eval layer)."""
         return cls(backbone=backbone or result.backbone, fingerprint=fingerprint, data=result.data,
                    protocol=result.protocol, metric=result.metric, value=float(result.value), seed=int(seed),
                    seconds=float(result.seconds), higher_is_better=bool(result.higher_is_better),
-                   settings=dict(result.settings), run_path=run_path, session=session)
+                   settings=dict(result.settings), run_path=run_path, session=session, call_seconds=call_seconds)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, default=plain_json)
@@ -70,7 +74,8 @@ class EvaluationRow:
         value = None if math.isnan(self.value) else self.value
         settings = json.dumps(self.settings, sort_keys=True, default=plain_json)
         return (self.uid, self.created, self.session, self.backbone, self.run_path, self.fingerprint, self.data,
-                self.protocol, self.metric, value, int(self.higher_is_better), self.seed, self.seconds, settings)
+                self.protocol, self.metric, value, int(self.higher_is_better), self.seed, self.seconds, settings,
+                self.call_seconds)
 
     @classmethod
     def from_sql(cls, row: tuple[Any, ...]) -> EvaluationRow:

@@ -6,7 +6,7 @@ import sqlite3
 
 from pretrainlab.errors import PretrainlabError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # One statement per entry: sqlite3's execute() runs a single statement, inside our own transaction.
 TABLES = (
@@ -44,11 +44,17 @@ TABLES = (
         value REAL,                       -- NULL stands for NaN (SQLite stores no NaN)
         higher_is_better INTEGER NOT NULL,
         seed INTEGER NOT NULL,
-        seconds REAL NOT NULL,
-        settings_json TEXT NOT NULL
+        seconds REAL NOT NULL,            -- as the protocol reports it (some report per metric, some per call)
+        settings_json TEXT NOT NULL,
+        call_seconds REAL                 -- wall time of the whole protocol call for this seed, measured outside it
     )""",
     "CREATE INDEX IF NOT EXISTS evaluations_by_data ON evaluations (data, backbone, protocol, metric)",
     "CREATE INDEX IF NOT EXISTS checkpoints_by_run ON checkpoints (run_path)",
+)
+
+# (version, statements) bringing a store of the previous version up to `version`.
+MIGRATIONS = (
+    (2, ("ALTER TABLE evaluations ADD COLUMN call_seconds REAL",)),
 )
 
 
@@ -65,7 +71,10 @@ def ensure_schema(connection: sqlite3.Connection, path: str) -> None:
         )
     if version == SCHEMA_VERSION:
         return
-    for statement in TABLES:
+    if version == 0:  # a new file: the current tables directly
+        statements = list(TABLES)
+    else:
+        statements = [statement for target, steps in MIGRATIONS if version < target for statement in steps]
+    for statement in statements:
         connection.execute(statement)
-    # Migrations from older versions go here, one `if version < N` block each, before the version bump.
     connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
