@@ -29,10 +29,10 @@ def test_finetuning_a_tinycnn_learns_the_digits_far_above_chance(builtin_source)
     target = load_target("timm:tinycnn", 28, 1)
     before = snapshot(target.backbone)
     context = EvalContext(target, source, torch.device("cpu"),
-                          {"epochs": 2, "lr": 3e-3, "batch_size": 16, "flip_p": 0.0, "seed": 0})
+                          {"epochs": 2, "batch_size": 16, "flip_p": 0.0, "seed": 0})
     [result] = evaluate(context, "finetune")
     assert result.metric == "top1" and result.settings["epochs"] == 2 and result.settings["layer_decay"] == 1.0
-    assert result.value > 30.0, f"fine-tuning reached only {result.value:.1f} % (chance is 10 %)"
+    assert result.value > 50.0, f"fine-tuning reached only {result.value:.1f} % (chance is 10 %)"
     after = snapshot(target.backbone)
     assert all(torch.equal(before[name], after[name]) for name in before), "fine-tuning modified the target"
 
@@ -75,7 +75,7 @@ def test_finetuning_works_on_any_wrapped_backbone_and_trains_the_wrapper(builtin
     context = EvalContext(EvalTarget(wrapper, "run@head.1", 28), source, torch.device("cpu"), {**TINY})
     tuning = FineTuning(context)
     model = tuning.finetune(source.train.images, source.train.labels, 0)
-    assert model.head.in_features == 24
+    assert model.head.in_features == 24 and model.norm.num_features == 24
     assert not torch.equal(model.backbone.layer[0].weight, before["layer.0.weight"]), "the head layer did not train"
     assert not torch.equal(model.backbone.encoder.model.stages[0][0].weight, before["encoder.model.stages.0.0.weight"])
     assert all(torch.equal(before[name], value) for name, value in wrapper.state_dict().items())

@@ -126,18 +126,26 @@ class FeatureInputs:
 
 
 class Classifier(nn.Module):
-    """A backbone (anything with `pooled(x)` and `embed_dim`, e.g. a SimCLRv2 head's middle layer) + a linear head."""
+    """A backbone (anything with `pooled(x)` and `embed_dim`, e.g. a SimCLRv2 head's middle layer) + a linear head.
+
+    The head reads standardised features (BatchNorm without affine parameters, as MAE's linear probe
+    head): pooled features often vary little around a large common mean (measured: per-dimension
+    std 0.10 around a mean of 0.42 for a SimCLR tinycnn), which a fresh linear head on raw features
+    learns from slowly (42.9 % vs 86.0 % test top-1 after 2 epochs on the builtin digits). At test
+    time the normalisation is a fixed affine map, so the head stays linear.
+    """
 
     def __init__(self, backbone: nn.Module, num_classes: int) -> None:
         super().__init__()
         self.backbone = backbone
+        self.norm = nn.BatchNorm1d(int(backbone.embed_dim), affine=False)
         self.head = nn.Linear(int(backbone.embed_dim), num_classes)
         nn.init.trunc_normal_(self.head.weight, std=0.01)  # MAE's recipe: a near-zero fresh head
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> logits (B, K)."""
-        return self.head(self.backbone.pooled(x))
+        return self.head(self.norm(self.backbone.pooled(x)))  # (B, D) -> (B, K)
 
 
 @contextmanager
