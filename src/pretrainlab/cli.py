@@ -30,18 +30,19 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     train = parser.add_argument_group("training")
     for flag, kind in [("epochs", int), ("batch-size", int), ("optimizer", str), ("lr", float), ("min-lr", float),
-                       ("weight-decay", float), ("momentum", float), ("warmup-epochs", float), ("precision", str),
-                       ("grad-clip", float), ("accumulate", int), ("checkpoint-every", int), ("knn-every", int),
-                       ("log-every", int), ("seed", int), ("device", str), ("stop-after", int), ("lr-scaling", str)]:
+                       ("weight-decay", float), ("momentum", float), ("lars-trust", float), ("warmup-epochs", float),
+                       ("precision", str), ("grad-clip", float), ("accumulate", int), ("checkpoint-every", int),
+                       ("knn-every", int), ("log-every", int), ("seed", int), ("device", str), ("stop-after", int),
+                       ("lr-scaling", str)]:
         train.add_argument(f"--{flag}", type=kind)
     train.add_argument("--channels-last", action="store_true", default=None)
     train.add_argument("--compile", action="store_true", default=None)
     train.add_argument("--sync-batchnorm", action="store_true", default=None)
 
 
-TRAIN_FLAGS = ("epochs", "batch_size", "optimizer", "lr", "min_lr", "weight_decay", "momentum", "warmup_epochs",
-               "precision", "grad_clip", "accumulate", "checkpoint_every", "knn_every", "log_every", "seed", "device",
-               "stop_after", "lr_scaling", "channels_last", "compile", "sync_batchnorm")
+TRAIN_FLAGS = ("epochs", "batch_size", "optimizer", "lr", "min_lr", "weight_decay", "momentum", "lars_trust",
+               "warmup_epochs", "precision", "grad_clip", "accumulate", "checkpoint_every", "knn_every", "log_every",
+               "seed", "device", "stop_after", "lr_scaling", "channels_last", "compile", "sync_batchnorm")
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
