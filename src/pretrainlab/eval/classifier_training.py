@@ -38,7 +38,9 @@ class TrainingSettings:
         batch_size: examples per step (at most the number of examples); the last partial batch is dropped.
         optimizer: "adamw" or "sgd" (momentum `momentum`).
         weight_decay: applied to weight matrices, not to biases, norms or tokens.
-        min_steps: a tiny labelled subset still gets this many optimisation steps.
+        min_steps: a tiny labelled subset still gets this many optimisation steps (SimCLRv2 fine-tunes its
+            1 % subset for 60 epochs: measured on the builtin digits, a SimCLR tinycnn fine-tuned on 1 % of
+            the labels reaches 54.0 % top-1 with 50 steps and 75.8 % with 200).
         crop_min_scale, flip_p: the mild augmentation of image inputs (random-resized crop, mirror).
     """
 
@@ -49,7 +51,7 @@ class TrainingSettings:
     weight_decay: float = 0.05
     momentum: float = 0.9
     warmup_fraction: float = 0.1
-    min_steps: int = 50
+    min_steps: int = 200
     crop_min_scale: float = 0.6
     flip_p: float = 0.5
 
