@@ -29,7 +29,7 @@ def test_finetuning_a_tinycnn_learns_the_digits_far_above_chance(builtin_source)
     target = load_target("timm:tinycnn", 28, 1)
     before = snapshot(target.backbone)
     context = EvalContext(target, source, torch.device("cpu"),
-                          {"epochs": 2, "batch_size": 16, "flip_p": 0.0, "seed": 0})
+                          {"epochs": 2, "batch_size": 16, "flip_p": 0.0, "min_steps": 0, "seed": 0})
     [result] = evaluate(context, "finetune")
     assert result.metric == "top1" and result.settings["epochs"] == 2 and result.settings["layer_decay"] == 1.0
     assert result.value > 50.0, f"fine-tuning reached only {result.value:.1f} % (chance is 10 %)"
