@@ -10,8 +10,11 @@ aligned (MSE) with what the same encoder computes from the hidden patches themse
 A decoder that never sees the visible latents reconstructs the hidden patches' pixels from the predicted
 representations alone, which forces the prediction, not the decoder, to carry the content. The loss is
 reconstruction + `alignment_weight` x alignment (2 in the paper). Differences from the paper: pixel targets
-(per-patch normalised, the paper's main results use DALL-E tokens), random instead of block-wise masks, and
-the position embedding is added to keys and values alike (the paper adds it to keys only).
+(per-patch normalised, the paper's main results use DALL-E tokens), random instead of block-wise masks,
+the position embedding is added to keys and values alike (the paper adds it to keys only), and the target
+latents are layer-normalised per token without parameters: timm ViTs with average pooling (the small-image
+ones here) end their token sequence without a norm (`fc_norm` comes after pooling), so their token scale is
+free, and an unnormalised alignment target made the weighted alignment term outweigh reconstruction six-fold.
 """
 
 from __future__ import annotations
@@ -128,6 +131,7 @@ class CAE(Method):
         visible = self.encode(tokens, visible_index)
         with torch.no_grad():  # the alignment target: the encoder's own view of the hidden patches
             target = self.encode(tokens, masked_index)
+            target = F.layer_norm(target, target.shape[-1:])  # (B, M, D), unit scale per token
         predicted = self.regress(visible, visible_index, masked_index)
         return {"predicted": predicted, "target": target, "pixels": self.decode(predicted, masked_index),
                 "masked_index": masked_index}
