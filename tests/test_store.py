@@ -135,6 +135,10 @@ def test_recorder_writes_run_folder_then_store_and_rebuild_reproduces_the_rows(t
     assert (summary.runs, summary.checkpoints, summary.evaluations) == (1, 2, 7)
     assert sorted(row.to_sql() for row in fresh.evaluations()) == before
 
+    elsewhere = ResultsStore(tmp_path / "elsewhere.db")  # a store outside the runs folder finds the same rows
+    assert rebuild_store(elsewhere, runs).evaluations == 7
+    assert sorted(row.to_sql() for row in elsewhere.evaluations()) == before
+
     indexed = sqlite3.connect(fresh.path).execute(
         "SELECT name, method, steps, final_loss, last_knn_top1 FROM runs").fetchall()
     assert indexed == [("simclr-a", "simclr", 20, 4.25, 80.5)]

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 # PRETRAINLAB_STORE moves the default, e.g. so a test suite never writes into the working folder.
 DEFAULT_STORE = Path(os.environ.get("PRETRAINLAB_STORE", "runs/pretrainlab.db"))
+EXTERNAL_LOG_SUFFIX = ".external.jsonl"
 T = TypeVar("T")
 
 
@@ -50,7 +51,7 @@ class ResultsStore:
     @property
     def external_log(self) -> Path:
         """Where evaluations of backbones without a run folder (timm:NAME) are logged beside the store."""
-        return self.path.with_name(f"{self.path.stem}.external.jsonl")
+        return self.path.with_name(f"{self.path.stem}{EXTERNAL_LOG_SUFFIX}")
 
     def require_existing(self) -> ResultsStore:
         if not self.path.is_file():

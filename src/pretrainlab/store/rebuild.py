@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pretrainlab.errors import PretrainlabError
-from pretrainlab.store.database import ResultsStore
+from pretrainlab.store.database import EXTERNAL_LOG_SUFFIX, ResultsStore
 from pretrainlab.store.jsonlog import EVALUATIONS_LOG, read_evaluations
 from pretrainlab.store.rows import CheckpointRow, EvaluationRow, RunRow
 from pretrainlab.store.runs import describe_run
@@ -30,7 +30,7 @@ def find_run_folders(runs_dir: Path) -> list[Path]:
 
 def rebuild_store(store: ResultsStore, runs_dir: Path | None = None) -> RebuildSummary:
     """Replaces the store's content with what the run folders under `runs_dir` (default: the store's
-    folder) and the store's log of external backbones hold.
+    folder) and the logs of external backbones (this store's, and those in `runs_dir`) hold.
 
     A run folder that moved keeps its evaluations: their run_path is set to where the folder is now.
     """
@@ -47,7 +47,10 @@ def rebuild_store(store: ResultsStore, runs_dir: Path | None = None) -> RebuildS
             checkpoints.extend(files)
         evaluations.extend(replace(row, run_path=run.path) if row.run_path else row
                            for row in read_evaluations(folder / EVALUATIONS_LOG))
-    evaluations.extend(read_evaluations(store.external_log))
+    # Logs of timm backbones lie beside their store: this store's, and any other store's in the runs folder.
+    for log_path in sorted({store.external_log, *runs_dir.glob(f"*{EXTERNAL_LOG_SUFFIX}")}):
+        evaluations.extend(read_evaluations(log_path))
+    evaluations = list({row.uid: row for row in evaluations}.values())
     store.replace_all(runs, checkpoints, evaluations)
     log.info("indexed %d runs, %d checkpoint files, %d evaluations from %s", len(runs), len(checkpoints),
              len(evaluations), runs_dir)
