@@ -35,7 +35,8 @@ def test_subsets_are_fixed_by_the_seed_and_nested(builtin_source):
 
 def test_a_fraction_that_empties_a_class_names_the_class_and_the_fraction():
     labels = np.array([0] * 200 + [1] * 200 + [2] * 30)
-    with pytest.raises(PretrainlabError, match=r"label fraction 1% leaves class 2 \('two'\) with no training image"):
+    with pytest.raises(PretrainlabError, match=r"label fraction 1% leaves class 2 \('two'\) with no training image "
+                                               r"\(it has 30\); use a fraction of at least 3.33333%"):
         class_balanced_subset(labels, 0.01, 0, class_names=["zero", "one", "two"])
     assert fraction_label(0.005) == "0.5%" and fraction_label(1.0) == "100%"
     with pytest.raises(PretrainlabError, match="must be in"):

@@ -50,9 +50,9 @@ def class_balanced_subset(labels: np.ndarray, fraction: float, seed: int,
         count = int(np.floor(fraction * len(members) + 0.5))  # half rounds up (Python's round(0.5) is 0)
         if count == 0:
             name = f"{cls} ('{class_names[cls]}')" if class_names and cls < len(class_names) else f"{cls}"
-            smallest = 0.5 / len(members)
             raise PretrainlabError(f"label fraction {fraction_label(fraction)} leaves class {name} with no training "
-                                   f"image (it has {len(members)}); use a fraction of at least {smallest:.2%}")
+                                   f"image (it has {len(members)}); use a fraction of at least "
+                                   f"{fraction_label(1 / len(members))}")
         chosen.append(order[:count])
     return np.sort(np.concatenate(chosen))
 
