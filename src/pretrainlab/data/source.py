@@ -18,11 +18,17 @@ class ImageSet:
         labels: int64 array (N,) or None for unlabeled images.
         extras: further arrays aligned one to one with the images (N, ...), handed to the method with each
             batch in `Batch.extra[name]`; e.g. "partners": the second image of each pair of a `pairs:` source.
+        masks: uint8 array (N, H, W) of per-pixel class ids (255: ignore), for dense protocols; never handed
+            to pre-training methods.
+        multilabels: uint8 multi-hot array (N, K), for images with several labels each. A 2-D `labels`
+            array (N, K > 1) is taken as multi-hot and moved here, so `labels` stays (N,) int64 or None.
     """
 
     images: np.ndarray
     labels: np.ndarray | None = None
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    masks: np.ndarray | None = None
+    multilabels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.images.ndim == 3:  # (N, H, W) grayscale arrays are common in npz files
@@ -33,6 +39,10 @@ class ImageSet:
             )
         if self.images.dtype != np.uint8:
             raise PretrainlabError(f"images must be uint8, got {self.images.dtype}")
+        if self.labels is not None and np.ndim(self.labels) == 2 and np.shape(self.labels)[1] > 1:
+            if self.multilabels is not None:
+                raise PretrainlabError("give multi-hot labels either as 2-D labels or as multilabels, not both")
+            self.labels, self.multilabels = None, np.asarray(self.labels)
         if self.labels is not None:
             self.labels = np.asarray(self.labels).astype(np.int64).reshape(-1)
             if len(self.labels) != len(self.images):
@@ -44,6 +54,18 @@ class ImageSet:
                 raise PretrainlabError(
                     f"{len(self.images)} images but {len(array)} '{name}' entries: they must match one to one"
                 )
+        self._check_dense_and_multilabels()
+
+    def _check_dense_and_multilabels(self) -> None:
+        if self.masks is not None and (self.masks.dtype != np.uint8 or self.masks.shape != self.images.shape[:3]):
+            raise PretrainlabError(f"masks must be uint8 (N, H, W) matching the images {self.images.shape[:3]}, "
+                                   f"got {self.masks.dtype} {self.masks.shape}")
+        if self.multilabels is not None:
+            multilabels = np.asarray(self.multilabels)
+            if multilabels.ndim != 2 or len(multilabels) != len(self.images) or not np.isin(multilabels, (0, 1)).all():
+                raise PretrainlabError(f"multi-labels must be a 0/1 array (N={len(self.images)}, K), "
+                                       f"got shape {multilabels.shape}")
+            self.multilabels = multilabels.astype(np.uint8)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -51,7 +73,9 @@ class ImageSet:
     def subset(self, indices: np.ndarray) -> ImageSet:
         labels = None if self.labels is None else self.labels[indices]
         extras = {name: np.ascontiguousarray(array[indices]) for name, array in self.extras.items()}
-        return ImageSet(np.ascontiguousarray(self.images[indices]), labels, extras)
+        masks = None if self.masks is None else np.ascontiguousarray(self.masks[indices])
+        multilabels = None if self.multilabels is None else self.multilabels[indices]
+        return ImageSet(np.ascontiguousarray(self.images[indices]), labels, extras, masks, multilabels)
 
 
 @dataclass
@@ -69,6 +93,7 @@ class ImageSource:
     skipped_files: int = 0
     split_note: str = "given"
     extra: dict = field(default_factory=dict)
+    mask_classes: list[str] | None = None  # names of the mask ids (index = id), when the source has masks
 
     def __post_init__(self) -> None:
         if len(self.train) == 0:
@@ -85,6 +110,14 @@ class ImageSource:
     @property
     def labelled(self) -> bool:
         return self.train.labels is not None
+
+    @property
+    def has_masks(self) -> bool:
+        return self.train.masks is not None and (self.test is None or self.test.masks is not None)
+
+    @property
+    def has_multilabels(self) -> bool:
+        return self.train.multilabels is not None and (self.test is None or self.test.multilabels is not None)
 
     @property
     def num_classes(self) -> int:

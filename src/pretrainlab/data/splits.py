@@ -32,12 +32,20 @@ def stratified_indices(labels: np.ndarray, test_fraction: float, seed: int) -> t
 def ensure_test_split(source: ImageSource) -> ImageSource:
     """Gives a labelled source without a test split a fixed stratified one, recorded in `split_note`.
 
-    Pre-training then sees only the training part, so evaluation images stay unseen.
+    A source whose only annotations are masks or multi-labels gets a fixed random one (no single
+    class to stratify by). Pre-training then sees only the training part, so evaluation images stay unseen.
     """
-    if source.test is not None or not source.labelled:
+    annotated = source.train.masks is not None or source.train.multilabels is not None
+    if source.test is not None or not (source.labelled or annotated):
         return source
-    train_idx, test_idx = stratified_indices(source.train.labels, TEST_FRACTION, SPLIT_SEED)
+    if source.labelled:
+        train_idx, test_idx = stratified_indices(source.train.labels, TEST_FRACTION, SPLIT_SEED)
+        kind = "stratified"
+    else:
+        train_idx, test_idx = stratified_indices(np.zeros(len(source.train), dtype=np.int64), TEST_FRACTION,
+                                                 SPLIT_SEED)
+        kind = "random"
     full = source.train
     source.train, source.test = full.subset(train_idx), full.subset(test_idx)
-    source.split_note = f"stratified {int(TEST_FRACTION * 100)}% test split, seed {SPLIT_SEED}"
+    source.split_note = f"{kind} {int(TEST_FRACTION * 100)}% test split, seed {SPLIT_SEED}"
     return source
