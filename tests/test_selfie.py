@@ -99,3 +99,20 @@ def test_selfie_on_28_px_uses_a_4x4_grid_of_7_px_patches(rgb_batch: torch.Tensor
     assert 0.5 < float(outputs["loss"].detach()) < 5.0
     assert all(p.grad is not None for p in method.pooling.parameters())
     assert method.positions.row.grad is not None
+
+
+def test_attention_pooling_ignores_the_order_of_patches_without_positions() -> None:
+    from pretrainlab.heads.attention_pooling import AttentionPooling
+
+    pooling = AttentionPooling(8, depth=2, num_heads=2).eval()
+    patches = torch.randn(2, 5, 8)
+    order = torch.tensor([3, 0, 4, 1, 2])
+    assert torch.allclose(pooling(patches), pooling(patches[:, order]), atol=1e-5)
+
+
+@pytest.mark.parametrize("visible_positions", [False, True])
+def test_selfie_position_embeddings_reach_the_loss(visible_positions: bool, rgb_batch: torch.Tensor) -> None:
+    method = make_selfie(visible_positions=visible_positions)
+    batch = method.prepare_batch(rgb_batch[..., :1], None, torch.Generator().manual_seed(0))
+    method(batch)["loss"].backward()
+    assert float(method.positions.row.grad.abs().sum()) > 0  # the queries always carry their location

@@ -4,11 +4,11 @@ Trinh, Luong, Le, "Selfie: Self-supervised Pretraining for Image Embedding", arX
 
 The image is cut into a grid of patches (4x4 patches of 8x8 px at 32 px, the paper's CIFAR-10 setting).
 The patch network P (here: the backbone, which is what gets exported, as the paper reuses P's
-convolutional weights) turns every patch into a vector. The visible patches' vectors, plus their position
-embeddings, go through the attention pooling network, which summarises them into u. For each masked
-location, u plus that location's position embedding is the query; it must select the location's own patch
-among all masked patches of the same image (a contrastive predictive coding loss). The paper's backbone
-P is the first three blocks of a ResNet-50; here it is any backbone, applied to one patch at a time.
+convolutional weights) turns every patch into a vector. The visible patches' vectors go through the attention
+pooling network, which summarises them into u. For each masked location, u plus that location's position
+embedding is the query; it must select the location's own patch among all masked patches of the same image
+(a contrastive predictive coding loss). The paper's P is the first three blocks of a ResNet-50; here it
+is any convolutional backbone, applied to one patch at a time.
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ class SelfieConfig:
         mask_ratio: share of patches masked and predicted; at least 2 must be masked for a choice to exist
             and 1 kept for the context (the paper's figure masks 3 of 9).
         pooling_depth, pooling_heads: transformer layers and heads of the attention pooling network.
+        visible_positions: also add position embeddings to the visible patches before pooling. The paper adds
+            them only to the pooled u, at the query location: the pooling is then order-free and must infer
+            the missing content from what the visible patches show, not from where they are.
         views: augmentation of the image before cutting it (the paper: random crop and flip only).
     """
 
@@ -43,6 +46,7 @@ class SelfieConfig:
     mask_ratio: float = 0.25
     pooling_depth: int = 2
     pooling_heads: int = 4
+    visible_positions: bool = False
     views: ViewOptions = field(default_factory=lambda: ViewOptions(crop_min_scale=0.5, jitter_strength=0.0,
                                                                    grayscale_p=0.0))
 
@@ -112,7 +116,9 @@ class Selfie(Method):
         num_masked = masked_counts(grid, self.config.mask_ratio)
         mask = random_patch_mask(batch_size, num_patches, num_masked / num_patches, batch.generator, images.device)
         visible_index, masked_index = keep_indices(mask)  # (B, N - M), (B, M)
-        context = gather_tokens(vectors, visible_index) + self.positions(visible_index)  # (B, N - M, D)
+        context = gather_tokens(vectors, visible_index)  # (B, N - M, D)
+        if self.config.visible_positions:
+            context = context + self.positions(visible_index)
         summary = self.pooling(context)  # (B, D)
         queries = summary[:, None] + self.positions(masked_index)  # (B, M, D)
         candidates = gather_tokens(vectors, masked_index)  # (B, M, D)
