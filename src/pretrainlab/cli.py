@@ -89,7 +89,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from pretrainlab.eval.representation import export_spec
+    from pretrainlab.eval.export import export_spec
 
     spec = f"{args.run}@{args.layer}" if args.layer else args.run
     summary = export_spec(spec, args.out)

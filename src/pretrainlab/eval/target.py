@@ -9,7 +9,8 @@ import yaml
 
 from pretrainlab.backbones import Backbone, create_backbone, load_backbone, load_weights_file
 from pretrainlab.errors import PretrainlabError
-from pretrainlab.eval.representation import exported_metadata, load_exported, parse_selector, select, split_spec
+from pretrainlab.eval.export import exported_metadata, load_exported
+from pretrainlab.eval.representation import parse_selector, select, split_spec
 
 
 @dataclass
