@@ -76,12 +76,9 @@ def present_classes(masks: np.ndarray, num_classes: int) -> np.ndarray:
     return present
 
 
-def load_composed(argument: str, **_: object) -> ImageSource:
-    from pretrainlab.data.spec import load_source  # spec.py registers this loader: import at call time
-
-    spec, count = parse_argument(argument)
-    objects = load_source(spec)
-    objects.require_labels(f"composed:{spec}")
+def compose_source(objects: ImageSource, count: int) -> ImageSource:
+    """`count` training and count // 4 test canvases from a labelled source with train and test splits."""
+    objects.require_labels(f"composed:{objects.spec}")
     num_classes = objects.num_classes
     names = objects.classes or [str(index) for index in range(num_classes)]
     rng = np.random.default_rng(COMPOSE_SEED)
@@ -93,3 +90,10 @@ def load_composed(argument: str, **_: object) -> ImageSource:
                        split_note=f"canvases from the objects' own train/test split ({objects.split_note}), "
                                   f"seed {COMPOSE_SEED}",
                        mask_classes=["background", *names])
+
+
+def load_composed(argument: str, **_: object) -> ImageSource:
+    from pretrainlab.data.spec import load_source  # spec.py registers this loader: import at call time
+
+    spec, count = parse_argument(argument)
+    return compose_source(load_source(spec), count)

@@ -37,8 +37,9 @@ from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, applies_when
 from pretrainlab.eval.record import EvalResult
 from pretrainlab.eval.target import EvalTarget
 
-# A linear head on cached, standardised maps is cheap: train it to convergence.
-HEAD_DEFAULTS = {"epochs": 10, "lr": 1e-2, "batch_size": 32, "weight_decay": 1e-4, "min_steps": 300,
+# A linear head on cached, standardised maps is cheap: train it to convergence. lr 0.1 (AdamW, cosine decay)
+# beat 0.01 for random and SimCLR tinycnn alike on composed digits (mIoU 18.1 vs 17.8, 22.7 vs 20.9).
+HEAD_DEFAULTS = {"epochs": 10, "lr": 0.1, "batch_size": 32, "weight_decay": 1e-4, "min_steps": 300,
                  "warmup_fraction": 0.0}
 
 
