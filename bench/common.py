@@ -9,6 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
+from pretrainlab.allocator import keep_freed_memory
+
+# pretrainlab's Trainer and CLI set this process-wide allocator option; the benchmarks set it up front so
+# both sides of every side-by-side comparison run under it (it speeds lightly's side up too).
+keep_freed_memory()
+
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_jpeg.npz"
 
 

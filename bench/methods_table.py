@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ from pretrainlab.data.splits import stratified_indices
 from pretrainlab.eval import EvalContext, EvalTarget, evaluate
 from pretrainlab.eval.target import load_run_target
 from pretrainlab.methods import METHODS
-from pretrainlab.pipeline import build_run_config, pretrain
+from pretrainlab.pipeline import build_run_config, pretrain, saved_run_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "fashion_mnist.npz"
@@ -61,23 +62,29 @@ def evaluate_target(target: EvalTarget, source: ImageSource) -> dict[str, float]
     return {"knn_top1": knn.value, "knn_k": knn.settings["k"], "linear_top1": linear.value}
 
 
-def measure_method(name: str, full: ImageSource, subset: ImageSource, options: dict, epochs: int) -> dict:
+def measure_method(name: str, full: ImageSource, subset: ImageSource, options: dict, epochs: int,
+                   reuse: bool = False, tag: str = "") -> dict:
+    """Pre-trains and evaluates one row. With `reuse`, a finished run folder of the same configuration is only
+    evaluated and an interrupted one resumed; its seconds per epoch are then left for bench/methods_speed.py."""
     method_class = METHODS.get(name)
     backbone = VIT_BACKBONE if method_class.needs_tokens else CNN_BACKBONE
-    out = ROOT / "runs" / "bench-methods" / file_name(name)
-    if (out / "checkpoints").exists():
-        import shutil
-
-        shutil.rmtree(out)
+    out = ROOT / "runs" / "bench-methods" / (file_name(name) + (f"-{tag}" if tag else ""))
     config = build_run_config(
         name, {"backbone": backbone, "data": full.spec, "out": str(out)},
         {"epochs": epochs, "batch_size": BATCH_SIZE, "warmup_epochs": 1.0, "knn_every": 0}, options,
     )
     started = time.perf_counter()
-    summary = pretrain(config, source=subset, show_progress=False)
-    seconds = time.perf_counter() - started
+    if reuse and (out / "config.yaml").exists() and saved_run_config(out) == config:
+        summary = ({"final_loss": last_logged(out, "loss")} if (out / "backbone.safetensors").exists()
+                   else pretrain(config, resume=True, source=subset, show_progress=False))
+        seconds_per_epoch = None
+    else:
+        if (out / "checkpoints").exists():
+            shutil.rmtree(out)
+        summary = pretrain(config, source=subset, show_progress=False)
+        seconds_per_epoch = (time.perf_counter() - started) / epochs
     row = {"method": name, "backbone": backbone, "epochs": epochs, "train_images": len(subset.train),
-           "seconds_per_epoch": seconds / epochs, "final_loss": summary["final_loss"], "options": options,
+           "seconds_per_epoch": seconds_per_epoch, "final_loss": summary["final_loss"], "options": options,
            "reconstruction_loss": last_logged(out, "reconstruction_loss"),
            **evaluate_target(load_run_target(out), full)}
     if method_class.needs_labels:
@@ -124,7 +131,7 @@ def render() -> None:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
-        seconds = f"{row['seconds_per_epoch']:.1f}" if row["epochs"] else "-"
+        seconds = f"{row['seconds_per_epoch']:.1f}" if row["epochs"] and row["seconds_per_epoch"] else "-"
         reconstruction = f"{row['reconstruction_loss']:.3f}" if row.get("reconstruction_loss") is not None else "-"
         lines.append(f"| {row['method']} | {row['backbone']} | {row['knn_top1']:.2f} | {row['linear_top1']:.2f} | "
                      f"{reconstruction} | "
@@ -148,6 +155,8 @@ def main() -> None:
     parser.add_argument("--render", action="store_true", help="write docs/methods.md from the stored rows")
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--option", action="append", default=[], help="METHOD:key=value, e.g. simclr:temperature=0.2")
+    parser.add_argument("--reuse", action="store_true",
+                        help="evaluate a finished run folder of the same configuration, resume an interrupted one")
     parser.add_argument("--tag", default="", help="suffix of the row's file name (variants of one method)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -163,7 +172,7 @@ def main() -> None:
                 method, _, key = assignment.rpartition(":")  # METHOD may hold ':' itself (compose:a+b)
                 if method == name:
                     options[key] = yaml.safe_load(value)
-            row = measure_method(name, full, subset, options, args.epochs)
+            row = measure_method(name, full, subset, options, args.epochs, args.reuse, args.tag)
             write_row(row, file_name(name) + (f"-{args.tag}" if args.tag else ""))
     if args.render:
         render()

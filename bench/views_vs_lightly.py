@@ -37,15 +37,14 @@ def main() -> None:
         pairs = [lightly_transform(image) for image in pil_images]
         torch.stack([a for a, _ in pairs]), torch.stack([b for _, b in pairs])
 
-    spec = ViewOptions(crop_min_scale=0.08, jitter_strength=1.0, grayscale_p=0.2, blur_p=0.0).spec(32)
+    spec = ViewOptions(crop_min_scale=0.08, jitter_strength=1.0, grayscale_p=0.2, blur_p=0.0).spec(32, count=2)
     batch = torch.from_numpy(images)
     mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
     generator = torch.Generator().manual_seed(0)
-    from pretrainlab.data.views import make_views
+    from pretrainlab.data.views import make_view_set
 
-    def our_views() -> None:
-        float_images = to_float(batch)
-        make_views(float_images, spec, generator, mean, std), make_views(float_images, spec, generator, mean, std)
+    def our_views() -> None:  # what Method.prepare_batch does for SimCLR's two views
+        make_view_set(to_float(batch), spec, generator, mean, std)
 
     medians = interleaved_medians({"lightly": lightly_views, "pretrainlab": our_views}, args.rounds)
     print(f"data: {description}; {args.batch} images x 2 views at 32 px; {torch.get_num_threads()} threads; "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -11,7 +13,9 @@ from pretrainlab.data.views import (
     ViewSpec,
     crop_resize_flip,
     gaussian_blur,
+    make_view_set,
     make_views,
+    normalize,
     resize_for_eval,
     sample_crop_boxes,
     to_float,
@@ -28,6 +32,21 @@ def test_views_have_requested_shape_and_differ_per_image(rgb_batch: torch.Tensor
     assert views.boxes.shape == (8, 4) and views.flipped.shape == (8,)
     distinct = {tuple(v.flatten()[:50].tolist()) for v in views.images}
     assert len(distinct) == 8, "each copy must get its own random parameters"
+
+
+def test_a_view_set_gives_each_copy_its_own_parameters(rgb_batch: torch.Tensor) -> None:
+    images = to_float(rgb_batch[:6])
+    first, second, third = make_view_set(images, ViewSpec(20, count=3), torch.Generator().manual_seed(0), MEAN, STD)
+    for views in (first, second, third):
+        assert views.images.shape == (6, 3, 20, 20) and views.boxes.shape == (6, 4) and views.flipped.shape == (6,)
+    assert not torch.equal(first.boxes, second.boxes) and not torch.equal(second.boxes, third.boxes)
+    # The i-th view of every copy comes from the i-th image: re-cropping image i with that view's own box,
+    # flip and no colour change reproduces it.
+    plain = make_view_set(images, replace(ViewSpec(20, count=2), jitter_p=0.0, grayscale_p=0.0),
+                          torch.Generator().manual_seed(1), MEAN, STD)
+    for views in plain:
+        expected = normalize(crop_resize_flip(images, views.boxes, views.flipped, 20), MEAN, STD)
+        torch.testing.assert_close(views.images, expected)
 
 
 def test_views_are_reproducible_from_the_generator_seed(rgb_batch: torch.Tensor) -> None:

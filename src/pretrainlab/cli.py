@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pretrainlab.allocator import keep_freed_memory
 from pretrainlab.cli_results import add_results_commands, add_store_flag
 from pretrainlab.errors import PretrainlabError
 
@@ -190,6 +191,7 @@ def configure_logging(verbose: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
+    keep_freed_memory()  # every command runs CPU tensor code (training, feature extraction, probes)
     from pretrainlab.train.loop import TrainingInterrupted
 
     try:

@@ -186,8 +186,6 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
     method_class = METHODS.get(config.method)
     method_config = build_config(method_class.config_class, config.method_options, config.method)
     method = method_class(backbone, method_config, context).to(device)
-    if config.train.channels_last:
-        method = method.to(memory_format=torch.channels_last)
     monitor = knn_monitor(source, context, device) if source.labelled and source.test is not None else None
     trainer = Trainer(method, source.train, config.train, run_dir, device, monitor, show_progress)
     if rank() == 0 and not resume:

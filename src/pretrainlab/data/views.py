@@ -106,9 +106,12 @@ def crop_resize_flip(images: torch.Tensor, boxes: torch.Tensor, flipped: torch.T
     centre_y = boxes[:, 1] + boxes[:, 3] - 1
     half_w = (boxes[:, 2] - boxes[:, 0]) * torch.where(flipped, -1.0, 1.0)
     half_h = boxes[:, 3] - boxes[:, 1]
-    zeros = torch.zeros_like(half_w)
-    theta = torch.stack([torch.stack([half_w, zeros, centre_x], 1), torch.stack([zeros, half_h, centre_y], 1)], 1)
-    grid = F.affine_grid(theta, [images.shape[0], images.shape[1], size, size], align_corners=False)
+    # The sampling grid of an axis-aligned box is separable: x depends on the column only, y on the row
+    # only, so it is built by broadcasting instead of affine_grid's batched matrix product.
+    base = (torch.arange(size, device=images.device, dtype=images.dtype) * 2 + 1) / size - 1  # pixel centres
+    grid_x = centre_x[:, None] + half_w[:, None] * base  # (B, size)
+    grid_y = centre_y[:, None] + half_h[:, None] * base
+    grid = torch.stack(torch.broadcast_tensors(grid_x[:, None, :], grid_y[:, :, None]), dim=-1)  # (B, S, S, 2)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
@@ -189,6 +192,20 @@ def make_views(images: torch.Tensor, spec: ViewSpec, generator: torch.Generator,
     if spec.solarize_p > 0:
         x = solarize(x, spec.solarize_p, generator)
     return Views(normalize(x, mean, std), boxes, flipped)
+
+
+def make_view_set(images: torch.Tensor, spec: ViewSpec, generator: torch.Generator, mean: torch.Tensor,
+                  std: torch.Tensor) -> list[Views]:
+    """`spec.count` independent views of every image, made in one pass over a (count x B) batch.
+
+    One pass over the stacked copies costs less than `count` passes (fewer, larger operations), and each
+    copy still draws its own crop, flip and colour parameters.
+    """
+    if spec.count == 1:
+        return [make_views(images, spec, generator, mean, std)]
+    stacked = make_views(images.repeat(spec.count, 1, 1, 1), spec, generator, mean, std)  # (count B, C, S, S)
+    return [Views(*parts) for parts in zip(stacked.images.chunk(spec.count), stacked.boxes.chunk(spec.count),
+                                           stacked.flipped.chunk(spec.count), strict=True)]
 
 
 def resize_for_eval(images_uint8: torch.Tensor, size: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from pretrainlab.backbones import Backbone
-from pretrainlab.data.views import Views, ViewSpec, make_views, to_float
+from pretrainlab.data.views import Views, ViewSpec, make_view_set, to_float
 from pretrainlab.errors import PretrainlabError
 from pretrainlab.heads.projection import ProjectionHead
 from pretrainlab.registry import Registry
@@ -112,7 +112,7 @@ class Method(nn.Module):
         """(B, H, W, C) uint8 on the training device -> a `Batch` of views (outside autocast, no gradients)."""
         images = to_float(images_uint8)
         views = {
-            name: [make_views(images, spec, generator, self.mean, self.std) for _ in range(spec.count)]
+            name: make_view_set(images, spec, generator, self.mean, self.std)
             for name, spec in self.view_specs().items()
         }
         return Batch(views=views, images=images, labels=labels, generator=generator)

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from pretrainlab.allocator import keep_freed_memory
 from pretrainlab.backbones import save_backbone
 from pretrainlab.data.loader import BatchPlan, batches
 from pretrainlab.data.source import ImageSet
@@ -64,6 +65,10 @@ class Trainer:
 
     def __init__(self, method: Method, images: ImageSet, config: TrainConfig, run_dir: Path, device: torch.device,
                  monitor: Monitor | None = None, show_progress: bool = True) -> None:
+        if device.type == "cpu":
+            keep_freed_memory()
+        if config.channels_last:  # views are made channels-last in train_step
+            method = method.to(memory_format=torch.channels_last)
         self.method = method
         self.images = images
         self.config = config
