@@ -36,9 +36,8 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
                        ("knn-every", int), ("log-every", int), ("seed", int), ("device", str), ("stop-after", int),
                        ("lr-scaling", str)]:
         train.add_argument(f"--{flag}", type=kind)
-    train.add_argument("--channels-last", action="store_true", default=None)
-    train.add_argument("--compile", action="store_true", default=None)
-    train.add_argument("--sync-batchnorm", action="store_true", default=None)
+    for flag in ("channels-last", "compile", "sync-batchnorm"):  # --no-FLAG turns a recipe's True off
+        train.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=None)
 
 
 TRAIN_FLAGS = ("epochs", "batch_size", "optimizer", "lr", "min_lr", "weight_decay", "momentum", "lars_trust",
