@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pretrainlab.allocator import keep_freed_memory
 
@@ -15,6 +16,8 @@ from pretrainlab.allocator import keep_freed_memory
 # both sides of every side-by-side comparison run under it (it speeds lightly's side up too).
 keep_freed_memory()
 
+SIMCLR_HIDDEN, SIMCLR_OUT, SIMCLR_TEMPERATURE = 512, 128, 0.5
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_jpeg.npz"
 
 
@@ -54,3 +57,36 @@ def interleaved_medians(functions: dict[str, Callable[[], object]], rounds: int,
             function()
             times[name].append(time.perf_counter() - started)
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def simclr_train_step(backbone_name: str, images: torch.Tensor, run_dir: Path, precision: str = "fp32",
+                      compile_model: bool = False) -> Callable[[], None]:
+    """pretrainlab's SimCLR step on `images` ((B, 32, 32, 3) uint8 on the training device) through the Trainer.
+
+    The settings every step benchmark shares: lightly's SimCLRProjectionHead sizes (512 hidden, 128 out),
+    temperature 0.5, SimCLR's views without blur, SGD at lr 0.06.
+    """
+    from pretrainlab.backbones import create_backbone
+    from pretrainlab.data.source import ImageSet
+    from pretrainlab.methods import MethodContext
+    from pretrainlab.methods.base import ViewOptions
+    from pretrainlab.methods.simclr import SimCLR, SimCLRConfig
+    from pretrainlab.train.config import TrainConfig
+    from pretrainlab.train.loop import Trainer
+
+    torch.manual_seed(0)
+    backbone = create_backbone(backbone_name, 32, 3)
+    views = ViewOptions(crop_min_scale=0.08, jitter_strength=1.0, grayscale_p=0.2, blur_p=0.0)
+    config = SimCLRConfig(temperature=SIMCLR_TEMPERATURE, projection_dim=SIMCLR_OUT, hidden_dim=SIMCLR_HIDDEN,
+                          views=views)
+    method = SimCLR(backbone, config, MethodContext(32, 3, IMAGENET_MEAN, IMAGENET_STD)).to(images.device)
+    train = TrainConfig(epochs=1, batch_size=len(images), lr=0.06, lr_scaling="none", warmup_epochs=0,
+                        precision=precision, compile=compile_model)
+    trainer = Trainer(method, ImageSet(images.cpu().numpy()), train, run_dir, images.device, show_progress=False)
+    state = {"step": 0}
+
+    def step() -> None:
+        trainer.train_step(state["step"], images, None)
+        state["step"] += 1
+
+    return step

@@ -18,17 +18,15 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from bench.common import cifar_images, interleaved_medians
+from bench.common import (
+    SIMCLR_HIDDEN,
+    SIMCLR_OUT,
+    SIMCLR_TEMPERATURE,
+    cifar_images,
+    interleaved_medians,
+    simclr_train_step,
+)
 from pretrainlab.backbones import create_backbone
-from pretrainlab.data.source import ImageSet
-from pretrainlab.methods import MethodContext
-from pretrainlab.methods.base import ViewOptions
-from pretrainlab.methods.simclr import SimCLR, SimCLRConfig
-from pretrainlab.train.config import TrainConfig
-from pretrainlab.train.loop import Trainer
-
-HIDDEN, OUT, TEMPERATURE = 512, 128, 0.5
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def lightly_step_function(backbone_name: str, pil_images: list[Image.Image]):  # noqa: ANN201
@@ -38,9 +36,9 @@ def lightly_step_function(backbone_name: str, pil_images: list[Image.Image]):  #
 
     torch.manual_seed(0)
     backbone = create_backbone(backbone_name, 32, 3)
-    head = SimCLRProjectionHead(backbone.embed_dim, HIDDEN, OUT)
+    head = SimCLRProjectionHead(backbone.embed_dim, SIMCLR_HIDDEN, SIMCLR_OUT)
     model = torch.nn.Sequential(backbone, head)
-    transform, criterion = SimCLRTransform(input_size=32, gaussian_blur=0.0), NTXentLoss(TEMPERATURE)
+    transform, criterion = SimCLRTransform(input_size=32, gaussian_blur=0.0), NTXentLoss(SIMCLR_TEMPERATURE)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.06, momentum=0.9, weight_decay=5e-4)
 
     def step() -> None:
@@ -50,24 +48,6 @@ def lightly_step_function(backbone_name: str, pil_images: list[Image.Image]):  #
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-
-    return step
-
-
-def our_step_function(backbone_name: str, images: torch.Tensor, run_dir: Path):  # noqa: ANN201
-    torch.manual_seed(0)
-    backbone = create_backbone(backbone_name, 32, 3)
-    options = ViewOptions(crop_min_scale=0.08, jitter_strength=1.0, grayscale_p=0.2, blur_p=0.0)
-    config = SimCLRConfig(temperature=TEMPERATURE, projection_dim=OUT, hidden_dim=HIDDEN, views=options)
-    context = MethodContext(32, 3, IMAGENET_MEAN, IMAGENET_STD)
-    method = SimCLR(backbone, config, context)
-    train = TrainConfig(epochs=1, batch_size=len(images), lr=0.06, lr_scaling="none", warmup_epochs=0)
-    trainer = Trainer(method, ImageSet(images.numpy()), train, run_dir, torch.device("cpu"), show_progress=False)
-    state = {"step": 0}
-
-    def step() -> None:
-        trainer.train_step(state["step"], images, None)
-        state["step"] += 1
 
     return step
 
@@ -82,7 +62,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as run_dir:
         steps = {
             "lightly": lightly_step_function(args.backbone, [Image.fromarray(image) for image in images]),
-            "pretrainlab": our_step_function(args.backbone, torch.from_numpy(images), Path(run_dir)),
+            "pretrainlab": simclr_train_step(args.backbone, torch.from_numpy(images), Path(run_dir)),
         }
         medians = interleaved_medians(steps, args.rounds)
     print(f"data: {description}; backbone {args.backbone}; {args.batch} images x 2 views at 32 px; "

@@ -19,16 +19,8 @@ from pathlib import Path
 
 import torch
 
-from bench.common import cifar_images, interleaved_medians
+from bench.common import cifar_images, interleaved_medians, simclr_train_step
 from pretrainlab.backbones import create_backbone
-from pretrainlab.data.source import ImageSet
-from pretrainlab.methods import MethodContext
-from pretrainlab.methods.base import ViewOptions
-from pretrainlab.methods.simclr import SimCLR, SimCLRConfig
-from pretrainlab.train.config import TrainConfig
-from pretrainlab.train.loop import Trainer
-
-MEAN, STD = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
 
 
 def synchronized(step, device: torch.device):  # noqa: ANN001, ANN201
@@ -60,25 +52,6 @@ def bare_step(backbone_name: str, batch: int, device: torch.device, precision: t
     return step
 
 
-def our_step(backbone_name: str, images: torch.Tensor, device: torch.device, precision: str, compile_model: bool,
-             run_dir: Path):  # noqa: ANN201
-    torch.manual_seed(0)
-    backbone = create_backbone(backbone_name, 32, 3)
-    config = SimCLRConfig(temperature=0.5, hidden_dim=512, projection_dim=128,
-                          views=ViewOptions(crop_min_scale=0.08, jitter_strength=1.0, grayscale_p=0.2, blur_p=0.0))
-    method = SimCLR(backbone, config, MethodContext(32, 3, MEAN, STD)).to(device)
-    train = TrainConfig(epochs=1, batch_size=len(images), lr=0.06, lr_scaling="none", warmup_epochs=0,
-                        precision=precision, compile=compile_model)
-    trainer = Trainer(method, ImageSet(images.cpu().numpy()), train, run_dir, device, show_progress=False)
-    state = {"step": 0}
-
-    def step() -> None:
-        trainer.train_step(state["step"], images, None)
-        state["step"] += 1
-
-    return step
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="resnet18_cifar")
@@ -97,8 +70,8 @@ def main() -> None:
         steps = {
             "bare": synchronized(bare_step(args.backbone, args.batch, device,
                                            torch.bfloat16 if precision == "bf16" else None, args.compile), device),
-            "pretrainlab": synchronized(our_step(args.backbone, uint8, device, precision, args.compile,
-                                                 Path(run_dir)), device),
+            "pretrainlab": synchronized(simclr_train_step(args.backbone, uint8, Path(run_dir), precision,
+                                                          args.compile), device),
         }
         started = time.perf_counter()
         medians = interleaved_medians(steps, args.rounds, warmup=5 if args.compile else 2)
