@@ -34,6 +34,7 @@ from pretrainlab.eval import EvalContext, EvalTarget, evaluate
 from pretrainlab.eval.target import load_run_target
 from pretrainlab.methods import METHODS
 from pretrainlab.pipeline import build_run_config, pretrain, saved_run_config
+from pretrainlab.train.checkpoint import checkpoint_path
 from pretrainlab.train.config import RunConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,13 +77,14 @@ def measure_method(name: str, full: ImageSource, subset: ImageSource, options: d
         {"epochs": epochs, "batch_size": BATCH_SIZE, "warmup_epochs": 1.0, "knn_every": 0}, options,
     )
     started = time.perf_counter()
-    saved = saved_run_config(out) if reuse and (out / "config.yaml").exists() else None
+    finished, interrupted = (out / "backbone.safetensors").exists(), checkpoint_path(out).exists()
+    saved = saved_run_config(out) if reuse and (finished or interrupted) else None
     if saved is not None and same_budget(saved, config):
-        summary = ({"final_loss": last_logged(out, "loss")} if (out / "backbone.safetensors").exists()
+        summary = ({"final_loss": last_logged(out, "loss")} if finished
                    else pretrain(saved, resume=True, source=subset, show_progress=False))
         seconds_per_epoch = None
     else:
-        if (out / "checkpoints").exists():
+        if out.exists():  # a fresh run: nothing of an earlier attempt may mix into its logs
             shutil.rmtree(out)
         summary = pretrain(config, source=subset, show_progress=False)
         seconds_per_epoch = (time.perf_counter() - started) / epochs
