@@ -74,3 +74,21 @@ def test_pretrain_then_eval_a_run_folder(tmp_path: Path, capsys: pytest.CaptureF
     code, out_text, _ = run_cli(["eval", str(out), "--protocol", "knn,linear", "--json"], capsys)
     records = [json.loads(line) for line in out_text.strip().splitlines()]
     assert code == 0 and [r["protocol"] for r in records] == ["knn", "linear"]
+
+
+def test_max_train_pretrains_on_a_class_balanced_subset(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import yaml
+
+    out = tmp_path / "run"
+    code, _, err = run_cli(["pretrain", "--method", "rotnet", "--backbone", "tinycnn", "--epochs", "1",
+                            "--batch-size", "100", "--max-train", "300", "--out", str(out), "--no-progress",
+                            "--option", "hidden_dim=16"], capsys)
+    assert code == 0, err
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["max_train"] == 300 and saved["resolved"]["train_images"] == 300
+    assert "train:300" in saved["resolved"]["split"]
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert max(record["step"] for record in metrics if "step" in record) == 3  # 300 images / 100 per step
+    code, _, err = run_cli(["pretrain", "--method", "rotnet", "--max-train", "0", "--out", str(tmp_path / "x"),
+                            "--no-progress"], capsys)
+    assert code == 2 and "--max-train must be at least 1" in err

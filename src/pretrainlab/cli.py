@@ -23,6 +23,8 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="builtin | npz:PATH | folder:PATH | torchvision:NAME[:ROOT]")
     parser.add_argument("--out", help="run folder (default runs/METHOD)")
     parser.add_argument("--img-size", type=int, help="training image size (default: the data's)")
+    parser.add_argument("--max-train", type=int, help="pre-train on a fixed class-balanced subset of this many "
+                        "training images (quick runs on large sets; recorded in config.yaml)")
     parser.add_argument("--recipe", type=Path, help="YAML recipe (default: the packaged recipe of the method)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="method option, e.g. temperature=0.2 or views.crop_min_scale=0.2 (repeatable)")
@@ -54,7 +56,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
         path, value = parse_override(text)
         options[".".join(path)] = value
     overrides = {"backbone": args.backbone, "data": args.data, "img_size": args.img_size,
-                 "out": args.out or f"runs/{args.method}", "download": args.download or None}
+                 "out": args.out or f"runs/{args.method}", "download": args.download or None,
+                 "max_train": args.max_train}
     train = {name: getattr(args, name) for name in TRAIN_FLAGS}
     if args.resume:
         config = resume_config(Path(overrides["out"]), overrides, train, options)

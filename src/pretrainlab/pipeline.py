@@ -179,6 +179,7 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
         raise PretrainlabError(f"{run_dir} already holds a run; add --resume to continue it, or choose another --out")
     device = resolve_device(config.train.device)
     source = source or load_source(config.data, image_size=config.img_size, download=config.download)
+    source = limit_source(source, config.max_train)
     img_size = config.img_size or source.image_size[0]
     context = method_context(source, img_size)
     torch.manual_seed(config.train.seed)  # identical initial weights on every rank and every rerun

@@ -86,3 +86,4 @@ class RunConfig:
     method_options: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     download: bool = False
+    max_train: int | None = None  # pre-train on a fixed class-balanced subset of this many training images
