@@ -133,6 +133,12 @@ def write_row(row: dict, key: str) -> None:
     print(json.dumps(row))
 
 
+def notes(row: dict) -> str:
+    """The row's non-default options (variants of one method differ there) and its note."""
+    options = ", ".join(f"{key}={value}" for key, value in sorted((row.get("options") or {}).items()))
+    return "; ".join(part for part in (f"options: {options}" if options else "", row.get("note", "")) if part)
+
+
 def render() -> None:
     rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
     rows.sort(key=lambda r: (r["method"] != "random init", r["backbone"], -r["knn_top1"]))
@@ -145,7 +151,7 @@ def render() -> None:
         reconstruction = f"{row['reconstruction_loss']:.3f}" if row.get("reconstruction_loss") is not None else "-"
         lines.append(f"| {row['method']} | {row['backbone']} | {row['knn_top1']:.2f} | {row['linear_top1']:.2f} | "
                      f"{reconstruction} | "
-                     f"{seconds} | {row.get('note', '')} |")
+                     f"{seconds} | {notes(row)} |")
     text = TABLE.read_text() if TABLE.exists() else "# Methods\n\n<!-- table -->\n<!-- /table -->\n"
     start, end = text.index("<!-- table -->"), text.index("<!-- /table -->")
     header = (f"Fashion-MNIST (`../shared/data/fashion_mnist.npz`), pre-training on a fixed stratified "
