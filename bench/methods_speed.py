@@ -36,9 +36,12 @@ def median_step_seconds(row: dict, subset: ImageSource, steps: int) -> float:
     context = method_context(subset, img_size)
     method_class = METHODS.get(row["method"])
     backbone = create_backbone(row["backbone"], img_size, subset.channels)
-    method = method_class(backbone, build_config(method_class.config_class, row.get("options") or {}, row["method"]),
-                          context)
+    options = row.get("options") or {}  # "train.KEY" entries override the recipe's training settings
+    method_options = {key: value for key, value in options.items() if not key.startswith("train.")}
+    method = method_class(backbone, build_config(method_class.config_class, method_options, row["method"]), context)
     recipe_train = dict(recipe_values(row["method"]).get("train", {}) or {})
+    recipe_train.update({key.removeprefix("train."): value for key, value in options.items()
+                         if key.startswith("train.")})
     recipe_train.update(epochs=1, batch_size=BATCH_SIZE, warmup_epochs=0.0)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(method, subset.train, build_config(TrainConfig, recipe_train, "train"), Path(run_dir),
