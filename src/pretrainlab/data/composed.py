@@ -69,11 +69,9 @@ def compose_canvases(images: np.ndarray, labels: np.ndarray, count: int, rng: np
 
 def present_classes(masks: np.ndarray, num_classes: int) -> np.ndarray:
     """Multi-hot (N, num_classes): class c is present when some pixel of the mask (N, H, W) holds c + 1."""
-    present = np.zeros((len(masks), num_classes), dtype=np.uint8)
-    for index, mask in enumerate(masks):
-        ids = np.unique(mask)
-        present[index, ids[(ids > 0) & (ids <= num_classes)] - 1] = 1
-    return present
+    ids = masks.reshape(len(masks), -1).astype(np.int64)  # (N, H W), values 0..255
+    counts = np.bincount((ids + 256 * np.arange(len(masks))[:, None]).ravel(), minlength=256 * len(masks))
+    return (counts.reshape(len(masks), 256)[:, 1 : num_classes + 1] > 0).astype(np.uint8)  # one pass for all masks
 
 
 def compose_source(objects: ImageSource, count: int) -> ImageSource:

@@ -29,10 +29,9 @@ import torch.nn.functional as F
 
 from pretrainlab.data.segmentation import IGNORE_INDEX
 from pretrainlab.data.source import ImageSource
-from pretrainlab.data.views import resize_for_eval
 from pretrainlab.errors import PretrainlabError
 from pretrainlab.eval.classifier_training import FeatureInputs, TrainingSettings, fit, plan_steps, seeded
-from pretrainlab.eval.features import match_channels, normalisation
+from pretrainlab.eval.features import evaluating, input_batches, normalisation
 from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, applies_when
 from pretrainlab.eval.record import EvalResult
 from pretrainlab.eval.target import EvalTarget
@@ -91,20 +90,14 @@ def input_size(context: EvalContext) -> int:
 def extract_feature_maps(target: EvalTarget, images: np.ndarray, mean: torch.Tensor, std: torch.Tensor,
                          device: torch.device, layer: int, size: int, batch_size: int = 64) -> torch.Tensor:
     """images (N, H, W, C) uint8 -> feature map number `layer` (N, C', h, w) float32 on the CPU, in eval mode."""
-    backbone = target.backbone.to(device)
-    was_training = backbone.training
-    backbone.eval()
-    mean, std = mean.to(device), std.to(device)
     outputs = []
-    for start in range(0, len(images), batch_size):
-        chunk = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
-        maps = backbone.feature_maps(resize_for_eval(match_channels(chunk, target.in_chans), size, mean, std))
-        if not -len(maps) <= layer < len(maps):
-            backbone.train(was_training)
-            raise PretrainlabError(f"option layer={layer} is out of range: backbone '{target.backbone.name}' gives "
-                                   f"{len(maps)} feature maps (valid: {-len(maps)}..{len(maps) - 1})")
-        outputs.append(maps[layer].float().cpu())
-    backbone.train(was_training)
+    with evaluating(target.backbone.to(device)) as backbone:
+        for x in input_batches(target, images, mean, std, device, size, batch_size):
+            maps = backbone.feature_maps(x)
+            if not -len(maps) <= layer < len(maps):
+                raise PretrainlabError(f"option layer={layer} is out of range: backbone '{target.backbone.name}' "
+                                       f"gives {len(maps)} feature maps (valid: {-len(maps)}..{len(maps) - 1})")
+            outputs.append(maps[layer].float().cpu())
     return torch.cat(outputs)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 
@@ -31,18 +34,30 @@ def normalisation(target: EvalTarget, train_images: np.ndarray) -> tuple[torch.T
     return sample.mean(dim=(0, 1, 2)), sample.std(dim=(0, 1, 2)).clamp(min=1e-3)
 
 
+@contextlib.contextmanager
+def evaluating(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """`module` in eval mode inside the block, its own mode restored after (errors included)."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
+def input_batches(target: EvalTarget, images: np.ndarray, mean: torch.Tensor, std: torch.Tensor,
+                  device: torch.device, size: int, batch_size: int) -> Iterator[torch.Tensor]:
+    """images (N, H, W, C) uint8 -> normalised inputs (B, in_chans, size, size) on `device`, in order."""
+    mean, std = mean.to(device), std.to(device)
+    for start in range(0, len(images), batch_size):
+        chunk = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
+        yield resize_for_eval(match_channels(chunk, target.in_chans), size, mean, std)
+
+
 @torch.no_grad()
 def extract_features(target: EvalTarget, images: np.ndarray, mean: torch.Tensor, std: torch.Tensor,
                      device: torch.device, batch_size: int = 256) -> torch.Tensor:
     """images (N, H, W, C) uint8 -> pooled features (N, D) float32 on the CPU, in eval mode."""
-    backbone = target.backbone.to(device)
-    was_training = backbone.training
-    backbone.eval()
-    mean, std = mean.to(device), std.to(device)
-    outputs = []
-    for start in range(0, len(images), batch_size):
-        chunk = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
-        x = resize_for_eval(match_channels(chunk, target.in_chans), target.img_size, mean, std)
-        outputs.append(backbone.pooled(x).float().cpu())
-    backbone.train(was_training)
-    return torch.cat(outputs)
+    with evaluating(target.backbone.to(device)) as backbone:
+        return torch.cat([backbone.pooled(x).float().cpu()
+                          for x in input_batches(target, images, mean, std, device, target.img_size, batch_size)])

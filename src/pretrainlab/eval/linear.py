@@ -7,6 +7,7 @@ model selection.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -18,17 +19,18 @@ L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2)
 FALLBACK_L2 = 1e-3  # the middle of the grid, when too few images are left to choose on
 
 
-def fit_logistic(features: torch.Tensor, labels: torch.Tensor, num_classes: int, l2: float,
-                 max_iter: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
-    """features (N, D) standardised, labels (N,) -> weight (D, K), bias (K,)."""
-    weight = torch.zeros(features.shape[1], num_classes, requires_grad=True)
-    bias = torch.zeros(num_classes, requires_grad=True)
+def fit_lbfgs_linear(features: torch.Tensor, out_dim: int, data_loss: Callable[[torch.Tensor], torch.Tensor],
+                     l2: float, max_iter: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    """A linear map of standardised features (N, D) -> weight (D, out_dim), bias (out_dim,), fitted full-batch by
+    L-BFGS on data_loss(logits (N, out_dim)) + l2 * |weight|^2."""
+    weight = torch.zeros(features.shape[1], out_dim, requires_grad=True)
+    bias = torch.zeros(out_dim, requires_grad=True)
     optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=20,
                                   line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = F.cross_entropy(features @ weight + bias, labels) + l2 * weight.pow(2).sum()
+        loss = data_loss(features @ weight + bias) + l2 * weight.pow(2).sum()
         loss.backward()
         return loss
 
@@ -36,8 +38,19 @@ def fit_logistic(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
     return weight.detach(), bias.detach()
 
 
+def fit_logistic(features: torch.Tensor, labels: torch.Tensor, num_classes: int, l2: float,
+                 max_iter: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    """features (N, D) standardised, labels (N,) -> weight (D, K), bias (K,)."""
+    return fit_lbfgs_linear(features, num_classes, lambda logits: F.cross_entropy(logits, labels), l2, max_iter)
+
+
+def feature_statistics(train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std (D,) of training features (N, D); the floored std keeps constant features finite."""
+    return train.mean(dim=0), train.std(dim=0).clamp(min=1e-6)
+
+
 def standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
-    mean, std = train.mean(dim=0), train.std(dim=0).clamp(min=1e-6)
+    mean, std = feature_statistics(train)
     return [(x - mean) / std for x in (train, *others)]
 
 
@@ -75,7 +88,7 @@ def fit_linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, n
 
 def _refit(train_features: torch.Tensor, train_labels: torch.Tensor, num_classes: int, l2: float) -> LinearProbe:
     train_double = train_features.double()
-    mean, std = train_double.mean(dim=0), train_double.std(dim=0).clamp(min=1e-6)
+    mean, std = feature_statistics(train_double)
     weight, bias = fit_logistic(((train_double - mean) / std).float(), train_labels, num_classes, l2)
     return LinearProbe(weight, bias, mean, std, l2)
 
