@@ -59,6 +59,12 @@ def interleaved_medians(functions: dict[str, Callable[[], object]], rounds: int,
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def print_step_medians(medians: dict[str, float], batch: int) -> None:
+    """One line per candidate: median milliseconds per step and images per second."""
+    for name, seconds in medians.items():
+        print(f"{name:12s}: {seconds * 1000:.1f} ms per step, {batch / seconds:.0f} images/s")
+
+
 def simclr_train_step(backbone_name: str, images: torch.Tensor, run_dir: Path, precision: str = "fp32",
                       compile_model: bool = False) -> Callable[[], None]:
     """pretrainlab's SimCLR step on `images` ((B, 32, 32, 3) uint8 on the training device) through the Trainer.

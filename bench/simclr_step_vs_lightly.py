@@ -24,6 +24,7 @@ from bench.common import (
     SIMCLR_TEMPERATURE,
     cifar_images,
     interleaved_medians,
+    print_step_medians,
     simclr_train_step,
 )
 from pretrainlab.backbones import create_backbone
@@ -67,8 +68,7 @@ def main() -> None:
         medians = interleaved_medians(steps, args.rounds)
     print(f"data: {description}; backbone {args.backbone}; {args.batch} images x 2 views at 32 px; "
           f"{torch.get_num_threads()} threads; median of {args.rounds} interleaved rounds")
-    for name, seconds in medians.items():
-        print(f"{name:12s}: {seconds:.3f} s per step, {args.batch / seconds:.0f} images/s")
+    print_step_medians(medians, args.batch)
     print(f"speed-up: {medians['lightly'] / medians['pretrainlab']:.2f}x")
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import cifar_images, interleaved_medians, simclr_train_step
+from bench.common import cifar_images, interleaved_medians, print_step_medians, simclr_train_step
 from pretrainlab.backbones import create_backbone
 
 
@@ -78,8 +78,7 @@ def main() -> None:
     print(f"data: {description}; {args.backbone}; {args.batch} images x 2 views at 32 px; {device}; {precision}; "
           f"channels_last; compile={args.compile}; median of {args.rounds} interleaved rounds "
           f"({time.perf_counter() - started:.0f} s in all)")
-    for name, seconds in medians.items():
-        print(f"{name:12s}: {seconds * 1000:.1f} ms per step, {args.batch / seconds:.0f} images/s")
+    print_step_medians(medians, args.batch)
     print(f"pretrainlab / bare (throughput): {medians['bare'] / medians['pretrainlab']:.2f}")
 
 
