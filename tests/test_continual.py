@@ -11,7 +11,7 @@ from protocol_data import context_with_features, gaussian_clusters, small_source
 
 from pretrainlab.errors import PretrainlabError
 from pretrainlab.eval import EvalContext, evaluate, load_target
-from pretrainlab.eval.continual import incremental_accuracies, task_splits
+from pretrainlab.eval.protocols.continual import incremental_accuracies, task_splits
 
 
 def test_task_splits_partition_the_classes_in_a_seeded_order():

@@ -10,7 +10,7 @@ import torch
 from ddp_utils import run_distributed
 
 from pretrainlab.losses import DINOLoss, InfoNCELoss
-from pretrainlab.methods.queue import MemoryQueue
+from pretrainlab.methods.parts.queue import MemoryQueue
 
 WORLD_SIZE = 2
 TEMPERATURE = 0.2

@@ -11,8 +11,8 @@ import torch
 from pretrainlab.data.composed import compose_source
 from pretrainlab.errors import PretrainlabError
 from pretrainlab.eval import EvalContext, evaluate, load_target
-from pretrainlab.eval.dense import confusion_matrix, iou_per_class, segmentation_scores
 from pretrainlab.eval.protocols import NotApplicable, skip_reason
+from pretrainlab.eval.protocols.dense import confusion_matrix, iou_per_class, segmentation_scores
 
 
 def test_miou_against_a_hand_counted_confusion_matrix() -> None:

@@ -9,9 +9,9 @@ import pytest
 import torch
 from protocol_data import small_source
 
+from pretrainlab.data.subsets import class_balanced_subset, fraction_label
 from pretrainlab.errors import PretrainlabError
 from pretrainlab.eval import EvalContext, evaluate, load_target
-from pretrainlab.eval.label_fractions import class_balanced_subset, fraction_label
 from pretrainlab.eval.linear import linear_probe_accuracy
 
 

@@ -13,7 +13,7 @@ from pretrainlab.backbones import create_backbone
 from pretrainlab.errors import PretrainlabError
 from pretrainlab.eval import EvalContext, EvalTarget, evaluate, load_target
 from pretrainlab.eval.classifier_training import Classifier, TrainingSettings, plan_steps
-from pretrainlab.eval.finetune import FineTuning
+from pretrainlab.eval.finetuning import FineTuning
 from pretrainlab.eval.layer_decay import default_layer_decay, layer_decay_groups
 
 TINY = {"epochs": 1, "min_steps": 3, "batch_size": 16}

@@ -192,7 +192,7 @@ def test_cli_gauntlet_errors_are_one_line(small_npz, capsys) -> None:
 
 
 def test_limited_splits_are_class_balanced_fixed_and_named(small_npz) -> None:
-    from pretrainlab.eval.subsets import limit_source
+    from pretrainlab.data.subsets import limit_source
 
     source = load_source(f"npz:{small_npz['labelled']}")
     limited = limit_source(source, max_train=100, max_test=50)

@@ -20,7 +20,7 @@ from pretrainlab.errors import PretrainlabError
 from pretrainlab.losses.similarity_kl import similarity_kl
 from pretrainlab.methods import METHODS, MethodContext
 from pretrainlab.methods.matryoshka import Matryoshka
-from pretrainlab.methods.starbucks_mae import NestedMaskedAutoencoding
+from pretrainlab.methods.parts.starbucks_mae import NestedMaskedAutoencoding
 from pretrainlab.pipeline import build_run_config, evaluate_backbone, pretrain
 
 HEAD = {"hidden_dim": 32, "projection_dim": 16, "temperature": 0.5}

@@ -13,8 +13,8 @@ from pretrainlab.config import build_config
 from pretrainlab.data.views import Views
 from pretrainlab.losses import InfoNCELoss, NegativeCosineSimilarity
 from pretrainlab.methods import METHODS, Batch, MethodContext
-from pretrainlab.methods.momentum import ema_update, frozen_copy, momentum_at
-from pretrainlab.methods.queue import MemoryQueue
+from pretrainlab.methods.parts.momentum import ema_update, frozen_copy, momentum_at
+from pretrainlab.methods.parts.queue import MemoryQueue
 
 
 def make_method(name: str, backbone: str = "tinycnn", in_chans: int = 3, **options):

@@ -12,7 +12,7 @@ from pretrainlab.config import build_config
 from pretrainlab.data.masks import random_patch_mask
 from pretrainlab.losses.reconstruction import masked_patch_loss
 from pretrainlab.methods import METHODS, MethodContext
-from pretrainlab.methods.mto import mask_to_mask_attention, run_blocks_with_mto, token_role_bias
+from pretrainlab.methods.parts.mto import mask_to_mask_attention, run_blocks_with_mto, token_role_bias
 
 
 def tiny_mae(**options: object):  # noqa: ANN201

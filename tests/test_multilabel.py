@@ -12,8 +12,8 @@ from sklearn.metrics import average_precision_score
 from pretrainlab.data.composed import compose_source
 from pretrainlab.data.source import ImageSet, ImageSource
 from pretrainlab.eval import EvalContext, evaluate, load_target
-from pretrainlab.eval.multilabel import mean_average_precision, per_class_average_precision, subset_accuracy
 from pretrainlab.eval.protocols import NotApplicable, skip_reason
+from pretrainlab.eval.protocols.multilabel import mean_average_precision, per_class_average_precision, subset_accuracy
 
 
 def test_macro_map_matches_scikit_learn() -> None:

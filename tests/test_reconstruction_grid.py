@@ -13,7 +13,7 @@ from pretrainlab.backbones.vit_parts import patchify
 from pretrainlab.data.source import ImageSet, ImageSource
 from pretrainlab.losses.reconstruction import normalize_patches
 from pretrainlab.methods import METHODS
-from pretrainlab.methods.reconstruction import MASKED_GREY, patch_reconstruction_grid
+from pretrainlab.methods.parts.reconstruction import MASKED_GREY, patch_reconstruction_grid
 from pretrainlab.pipeline import build_run_config, pretrain
 
 MEAN, STD = torch.tensor([0.4]), torch.tensor([0.2])

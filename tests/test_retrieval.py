@@ -11,7 +11,7 @@ from sklearn.metrics import average_precision_score
 
 from pretrainlab.eval import evaluate
 from pretrainlab.eval.average_precision import average_precisions
-from pretrainlab.eval.retrieval import retrieval_scores
+from pretrainlab.eval.protocols.retrieval import retrieval_scores
 
 
 def small_integer_features(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,7 +11,7 @@ from protocol_data import small_source
 
 from pretrainlab.errors import PretrainlabError
 from pretrainlab.eval import EvalContext, evaluate, load_target
-from pretrainlab.eval.semi_distill import distillation_loss, soft_target_cross_entropy
+from pretrainlab.eval.protocols.semi_distill import distillation_loss, soft_target_cross_entropy
 
 
 def test_soft_target_cross_entropy_matches_a_naive_formula():

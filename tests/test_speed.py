@@ -17,7 +17,7 @@ from pretrainlab.backbones import Backbone
 from pretrainlab.data.source import ImageSet, ImageSource
 from pretrainlab.eval import PROTOCOLS, EvalContext, EvalTarget
 from pretrainlab.eval.protocols import skip_reason
-from pretrainlab.eval.speed import count_macs, speed_settings
+from pretrainlab.eval.protocols.speed import count_macs, speed_settings
 
 FAST = {"speed_batch_size": 4, "speed_warmup": 1, "speed_iterations": 2}
 

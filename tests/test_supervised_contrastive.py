@@ -13,8 +13,8 @@ from pretrainlab.config import build_config
 from pretrainlab.errors import PretrainlabError
 from pretrainlab.losses import LeaveOneOutKNNLoss, SupConLoss
 from pretrainlab.methods import MethodContext
-from pretrainlab.methods.labelled_queue import LabelledMemoryQueue
 from pretrainlab.methods.look import LOOK, LOOKConfig
+from pretrainlab.methods.parts.labelled_queue import LabelledMemoryQueue
 from pretrainlab.methods.supcon import SupCon, SupConConfig
 
 

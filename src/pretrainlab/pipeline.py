@@ -21,15 +21,15 @@ from pretrainlab.atomic import atomic_path
 from pretrainlab.backbones import Backbone, create_backbone
 from pretrainlab.config import build_config, config_to_dict
 from pretrainlab.data import ImageSource, load_source
+from pretrainlab.data.subsets import limit_source
 from pretrainlab.distributed import is_distributed, rank, world_size
 from pretrainlab.errors import PretrainlabError
 from pretrainlab.eval import EvalContext, EvalResult, EvalTarget, evaluate, load_target
 from pretrainlab.eval.features import extract_features
 from pretrainlab.eval.gauntlet import GauntletOutcome, plan_protocols, run_gauntlet, state_fingerprint
 from pretrainlab.eval.knn import as_labels, knn_accuracy
-from pretrainlab.eval.subsets import limit_source
 from pretrainlab.methods import METHODS, MethodContext
-from pretrainlab.methods.reconstruction import save_reconstruction_grid
+from pretrainlab.methods.parts.reconstruction import save_reconstruction_grid
 from pretrainlab.report import write_run_report
 from pretrainlab.store import DEFAULT_STORE, EvaluationRecorder, ResultsStore, file_fingerprint
 from pretrainlab.train.checkpoint import checkpoint_path

@@ -1,6 +1,7 @@
 """Pretext tasks, one file each, registered by name.
 
-Every module in this package is imported here, so a new method file registers itself by existing.
+Every module in this package is imported here, so a new method file registers itself by existing;
+`parts/` holds what several methods share (momentum teachers, queues, frozen teachers, view presets).
 """
 
 import importlib

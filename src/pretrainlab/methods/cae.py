@@ -35,7 +35,7 @@ from pretrainlab.heads.cross_decoder import CrossAttention, scatter_to_grid
 from pretrainlab.heads.pos_embed import sincos_2d
 from pretrainlab.losses.reconstruction import masked_patch_loss
 from pretrainlab.methods.base import Batch, Method, MethodContext, register_method
-from pretrainlab.methods.reconstruction import patch_reconstruction_grid
+from pretrainlab.methods.parts.reconstruction import patch_reconstruction_grid
 
 
 @dataclass(frozen=True)

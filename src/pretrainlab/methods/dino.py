@@ -22,8 +22,8 @@ from pretrainlab.errors import PretrainlabError
 from pretrainlab.heads import DINOHead
 from pretrainlab.losses import DINOLoss, MaskedTokenDistillationLoss
 from pretrainlab.methods.base import Batch, Method, MethodContext, ViewOptions, register_method
-from pretrainlab.methods.momentum import ema_update, frozen_copy, momentum_at
-from pretrainlab.methods.view_presets import DINO_FIRST_GLOBAL_VIEW, DINO_LOCAL_VIEW, DINO_SECOND_GLOBAL_VIEW
+from pretrainlab.methods.parts.momentum import ema_update, frozen_copy, momentum_at
+from pretrainlab.methods.parts.view_presets import DINO_FIRST_GLOBAL_VIEW, DINO_LOCAL_VIEW, DINO_SECOND_GLOBAL_VIEW
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pretrainlab.errors import PretrainlabError
 from pretrainlab.heads import ProjectionHead
 from pretrainlab.losses import LeaveOneOutKNNLoss
 from pretrainlab.methods.base import Batch, Method, MethodContext, ViewOptions, register_method
-from pretrainlab.methods.labelled_queue import LabelledMemoryQueue
+from pretrainlab.methods.parts.labelled_queue import LabelledMemoryQueue
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from pretrainlab.data.views import ViewSpec
 from pretrainlab.heads import TokenDecoder
 from pretrainlab.losses.reconstruction import masked_patch_loss
 from pretrainlab.methods.base import Batch, Method, MethodContext, register_method
-from pretrainlab.methods.mto import run_blocks_with_mto
-from pretrainlab.methods.reconstruction import patch_reconstruction_grid
+from pretrainlab.methods.parts.mto import run_blocks_with_mto
+from pretrainlab.methods.parts.reconstruction import patch_reconstruction_grid
 
 __all__ = ["MAE", "MAEConfig", "masked_patch_loss"]  # masked_patch_loss moved to losses/, still importable here
 

@@ -29,7 +29,7 @@ from pretrainlab.data.views import ViewSpec, make_views
 from pretrainlab.errors import PretrainlabError
 from pretrainlab.losses.similarity_kl import similarity_kl
 from pretrainlab.methods.base import METHODS, Batch, Method, MethodContext, register_method
-from pretrainlab.methods.starbucks_mae import NestedMaskedAutoencoding
+from pretrainlab.methods.parts.starbucks_mae import NestedMaskedAutoencoding
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from pretrainlab.data.views import ViewSpec
 from pretrainlab.heads import ProjectionHead
 from pretrainlab.losses import InfoNCELoss
 from pretrainlab.methods.base import Batch, Method, MethodContext, ViewOptions, register_method
-from pretrainlab.methods.momentum import ema_update, frozen_copy, momentum_at
-from pretrainlab.methods.queue import MemoryQueue
-from pretrainlab.methods.view_presets import MOCO_V2_VIEW
+from pretrainlab.methods.parts.momentum import ema_update, frozen_copy, momentum_at
+from pretrainlab.methods.parts.queue import MemoryQueue
+from pretrainlab.methods.parts.view_presets import MOCO_V2_VIEW
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from pretrainlab.errors import PretrainlabError
 from pretrainlab.heads.cross_decoder import CrossViewDecoder, scatter_to_grid
 from pretrainlab.losses.reconstruction import masked_patch_loss
 from pretrainlab.methods.base import Batch, Method, MethodContext, register_method
-from pretrainlab.methods.reconstruction import patch_reconstruction_grid
+from pretrainlab.methods.parts.reconstruction import patch_reconstruction_grid
 
 KNOWN_MODALITIES = ("image", "gray", "edges", "segments")
 

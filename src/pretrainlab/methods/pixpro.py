@@ -24,7 +24,7 @@ from pretrainlab.errors import PretrainlabError
 from pretrainlab.heads.pixel_propagation import ConvProjectionHead, PixelPropagation
 from pretrainlab.losses.pixel_matching import pixel_consistency_loss, pixel_match_mask
 from pretrainlab.methods.base import Batch, Method, MethodContext, ViewOptions, register_method
-from pretrainlab.methods.momentum import ema_update, frozen_copy, momentum_at
+from pretrainlab.methods.parts.momentum import ema_update, frozen_copy, momentum_at
 
 
 @dataclass(frozen=True)

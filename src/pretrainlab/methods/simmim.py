@@ -23,7 +23,7 @@ from pretrainlab.data.masks import coarse_patch_mask
 from pretrainlab.data.views import ViewSpec
 from pretrainlab.losses.reconstruction import masked_patch_loss
 from pretrainlab.methods.base import Batch, Method, MethodContext, register_method
-from pretrainlab.methods.reconstruction import patch_reconstruction_grid
+from pretrainlab.methods.parts.reconstruction import patch_reconstruction_grid
 
 
 @dataclass(frozen=True)

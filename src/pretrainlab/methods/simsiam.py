@@ -14,7 +14,7 @@ from pretrainlab.data.views import ViewSpec
 from pretrainlab.heads import ProjectionHead
 from pretrainlab.losses import NegativeCosineSimilarity
 from pretrainlab.methods.base import Batch, Method, MethodContext, ViewOptions, register_method
-from pretrainlab.methods.view_presets import SIMSIAM_VIEW
+from pretrainlab.methods.parts.view_presets import SIMSIAM_VIEW
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from pretrainlab.errors import PretrainlabError
 from pretrainlab.heads.hierarchical_decoder import HierarchicalDecoder
 from pretrainlab.losses.reconstruction import masked_patch_loss
 from pretrainlab.methods.base import Batch, Method, MethodContext, register_method
-from pretrainlab.methods.reconstruction import patch_reconstruction_grid
+from pretrainlab.methods.parts.reconstruction import patch_reconstruction_grid
 
 MIN_GRID = 4  # fewer mask cells per side than this leaves too few patches to hide a share of
 

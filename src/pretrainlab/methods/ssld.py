@@ -29,8 +29,8 @@ from pretrainlab.errors import PretrainlabError
 from pretrainlab.heads import ProjectionHead
 from pretrainlab.losses.distillation import DIVERGENCES, EMBEDDING_LOSSES, embedding_distance, soft_label_divergence
 from pretrainlab.methods.base import Batch, Method, MethodContext, ViewOptions, register_method
-from pretrainlab.methods.frozen_teacher import FrozenTeacher, resolve_teacher
-from pretrainlab.methods.queue import MemoryQueue
+from pretrainlab.methods.parts.frozen_teacher import FrozenTeacher, resolve_teacher
+from pretrainlab.methods.parts.queue import MemoryQueue
 
 MODES = ("prediction", "embedding")
 

@@ -19,7 +19,7 @@ from pretrainlab.distributed import world_size
 from pretrainlab.heads import ProjectionHead, Prototypes
 from pretrainlab.losses import SwAVLoss
 from pretrainlab.methods.base import Batch, Method, MethodContext, ViewOptions, register_method
-from pretrainlab.methods.queue import MemoryQueue
+from pretrainlab.methods.parts.queue import MemoryQueue
 
 
 @dataclass(frozen=True)

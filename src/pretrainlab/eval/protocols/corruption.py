@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pretrainlab.data.subsets import subset_indices
 from pretrainlab.errors import PretrainlabError, unknown_name_message
 from pretrainlab.eval.features import extract_features, normalisation
 from pretrainlab.eval.image_corruptions import CORRUPTIONS, SEVERITIES, corrupt
@@ -32,7 +33,6 @@ from pretrainlab.eval.knn import DEFAULT_TEMPERATURE, default_k, knn_predict
 from pretrainlab.eval.linear import fit_linear_probe
 from pretrainlab.eval.protocols import PROTOCOLS, EvalContext
 from pretrainlab.eval.record import EvalResult
-from pretrainlab.eval.subsets import subset_indices
 
 CLASSIFIERS = ("linear", "knn")
 DEFAULT_MAX_TEST = 1000

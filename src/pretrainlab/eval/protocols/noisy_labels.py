@@ -40,7 +40,7 @@ from pretrainlab.eval.classifier_training import (
     top1,
 )
 from pretrainlab.eval.elr import PAPER_BETA, PAPER_LAMBDA, EarlyLearningRegularization
-from pretrainlab.eval.finetune import FineTuning
+from pretrainlab.eval.finetuning import FineTuning
 from pretrainlab.eval.label_noise import noisy_labels, parse_noise
 from pretrainlab.eval.linear import standardise
 from pretrainlab.eval.nmtune import FeatureMLPClassifier, NMTuneWeights, nmtune_loss

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from pretrainlab.distributed import gather_no_grad
-from pretrainlab.methods.queue import MemoryQueue
+from pretrainlab.methods.parts.queue import MemoryQueue
 
 
 class LabelledMemoryQueue(nn.Module):

@@ -1,4 +1,6 @@
-"""Smaller, fixed evaluation splits, so a whole gauntlet fits a CPU budget while staying comparable.
+"""Class-balanced subsets: label fractions (few-label protocols) and smaller fixed splits.
+
+Smaller, fixed evaluation splits let a whole gauntlet fit a CPU budget while staying comparable.
 
 The subset is drawn once per split, class-balanced, with a fixed seed (not the protocol seed): every
 backbone and every seed sees the same images. Its size is part of the dataset spec the results carry,
@@ -46,3 +48,31 @@ def limit_source(source: ImageSource, max_train: int | None = None, max_test: in
         return source
     note = f"{source.split_note}; class-balanced subset ({', '.join(suffixes)}, seed {SUBSET_SEED})"
     return dataclasses.replace(source, spec=f"{source.spec}[{','.join(suffixes)}]", split_note=note, **changes)
+
+
+def fraction_label(fraction: float) -> str:
+    """0.01 -> "1%", 0.005 -> "0.5%"."""
+    return f"{fraction * 100:g}%"
+
+
+def class_balanced_subset(labels: np.ndarray, fraction: float, seed: int,
+                          class_names: list[str] | None = None) -> np.ndarray:
+    """Sorted indices of round(fraction * n_c) images (half up) of every class c present in `labels` (N,).
+
+    Raises PretrainlabError when the fraction leaves a class without any image.
+    """
+    if not 0 < fraction <= 1:
+        raise PretrainlabError(f"a label fraction must be in (0, 1], got {fraction}")
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        order = members[rng.permutation(len(members))]  # one permutation per class: fractions nest
+        count = int(np.floor(fraction * len(members) + 0.5))  # half rounds up (Python's round(0.5) is 0)
+        if count == 0:
+            name = f"{cls} ('{class_names[cls]}')" if class_names and cls < len(class_names) else f"{cls}"
+            raise PretrainlabError(f"label fraction {fraction_label(fraction)} leaves class {name} with no training "
+                                   f"image (it has {len(members)}); use a fraction of at least "
+                                   f"{fraction_label(1 / len(members))}")
+        chosen.append(order[:count])
+    return np.sort(np.concatenate(chosen))

@@ -1,4 +1,4 @@
-"""Fine-tuning: the whole backbone and a fresh linear head trained on the labelled training split.
+"""Fine-tuning machinery: the whole backbone and a fresh linear head trained on the labelled training split.
 
 The recipe follows MAE's end-to-end fine-tuning (He et al., "Masked Autoencoders Are Scalable
 Vision Learners", arXiv 2111.06377): AdamW, linear warm-up then cosine decay, layer-wise
@@ -14,7 +14,6 @@ crop_min_scale, flip_p, seed.
 from __future__ import annotations
 
 import copy
-import time
 from typing import Any
 
 import numpy as np
@@ -34,8 +33,7 @@ from pretrainlab.eval.classifier_training import (
 )
 from pretrainlab.eval.features import normalisation
 from pretrainlab.eval.layer_decay import default_layer_decay, layer_decay_groups
-from pretrainlab.eval.protocols import PROTOCOLS, EvalContext
-from pretrainlab.eval.record import EvalResult
+from pretrainlab.eval.protocols import EvalContext
 
 
 class FineTuning:
@@ -88,16 +86,3 @@ class FineTuning:
                 "optimizer": settings.optimizer, "weight_decay": settings.weight_decay,
                 "layer_decay": self.layer_decay, "schedule": f"warm-up {settings.warmup_fraction:.0%} + cosine",
                 "augmentation": f"crop scale ({settings.crop_min_scale}, 1), flip p={settings.flip_p}"}
-
-
-@PROTOCOLS.register("finetune")
-def finetune_protocol(context: EvalContext) -> list[EvalResult]:
-    """Top-1 on the test split after fine-tuning on the whole training split."""
-    started = time.perf_counter()
-    seed = int(context.options.get("seed", 0))
-    tuning = FineTuning(context)
-    model = tuning.finetune(context.source.train.images, context.source.train.labels, seed)
-    accuracy = tuning.test_top1(model)
-    settings = {**context.base_settings(), **tuning.describe(len(context.source.train)), "seed": seed}
-    return [EvalResult("finetune", context.source.spec, "top1", accuracy, time.perf_counter() - started,
-                       settings=settings, backbone=context.target.label)]

@@ -1,8 +1,14 @@
-"""Transfer protocols by name: each takes a target and a labelled source and returns an `EvalResult`."""
+"""Transfer protocols by name: each takes a target and a labelled source and returns `EvalResult`s.
+
+This package holds one file per protocol (registered by existing: every module here is imported at the
+end of this file); the machinery they share (feature extraction, classifier training, probes, fine-tuning,
+records) lives one level up in `pretrainlab.eval`.
+"""
 
 from __future__ import annotations
 
-import time
+import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,8 +18,7 @@ import torch
 from pretrainlab.data.source import ImageSource
 from pretrainlab.errors import PretrainlabError
 from pretrainlab.eval.features import extract_features, normalisation
-from pretrainlab.eval.knn import DEFAULT_TEMPERATURE, as_labels, knn_accuracy
-from pretrainlab.eval.linear import linear_probe_accuracy
+from pretrainlab.eval.knn import as_labels
 from pretrainlab.eval.record import EvalResult
 from pretrainlab.eval.target import EvalTarget
 from pretrainlab.registry import Registry
@@ -83,31 +88,6 @@ def skip_reason(protocol: str, source: ImageSource) -> str | None:
     return getattr(PROTOCOLS.get(protocol), "applies_to", needs_labels)(source)
 
 
-@PROTOCOLS.register("knn")
-def knn_protocol(context: EvalContext) -> list[EvalResult]:
-    started = time.perf_counter()
-    k = context.options.get("k")
-    temperature = context.options.get("temperature", DEFAULT_TEMPERATURE)
-    accuracy, used_k = knn_accuracy(context.features("train"), context.labels("train"), context.features("test"),
-                                    context.labels("test"), k, temperature)
-    return [EvalResult("knn", context.source.spec, "top1", accuracy, time.perf_counter() - started,
-                       settings={**context.base_settings(), "k": used_k, "temperature": temperature,
-                                 "deterministic": True},  # no randomness: the spread over seeds is 0
-                       backbone=context.target.label)]
-
-
-@PROTOCOLS.register("linear")
-def linear_protocol(context: EvalContext) -> list[EvalResult]:
-    started = time.perf_counter()
-    seed = int(context.options.get("seed", 0))
-    accuracy, l2 = linear_probe_accuracy(context.features("train"), context.labels("train"),
-                                         context.features("test"), context.labels("test"), seed)
-    return [EvalResult("linear", context.source.spec, "top1", accuracy, time.perf_counter() - started,
-                       settings={**context.base_settings(), "l2": l2, "solver": "lbfgs", "seed": seed,
-                                 "validation": "10% of train, stratified, drawn by the seed"},
-                       backbone=context.target.label)]
-
-
 def evaluate(context: EvalContext, protocol: str) -> list[EvalResult]:
     """Runs protocol `protocol` (its seed, if any, is `context.options["seed"]`) if the source has what it needs."""
     run = PROTOCOLS.get(protocol)
@@ -117,3 +97,8 @@ def evaluate(context: EvalContext, protocol: str) -> list[EvalResult]:
     elif (reason := check(context.source)) is not None:
         raise NotApplicable(f"protocol '{protocol}' {reason}")
     return run(context)
+
+
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")

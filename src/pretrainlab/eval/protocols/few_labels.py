@@ -20,41 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from pretrainlab.data.subsets import class_balanced_subset, fraction_label
 from pretrainlab.errors import PretrainlabError
-from pretrainlab.eval.finetune import FineTuning
+from pretrainlab.eval.finetuning import FineTuning
 from pretrainlab.eval.linear import linear_probe_accuracy
 from pretrainlab.eval.protocols import PROTOCOLS, EvalContext
 from pretrainlab.eval.record import EvalResult
 
 DEFAULT_FRACTIONS = (0.01, 0.1, 1.0)
-
-
-def fraction_label(fraction: float) -> str:
-    """0.01 -> "1%", 0.005 -> "0.5%"."""
-    return f"{fraction * 100:g}%"
-
-
-def class_balanced_subset(labels: np.ndarray, fraction: float, seed: int,
-                          class_names: list[str] | None = None) -> np.ndarray:
-    """Sorted indices of round(fraction * n_c) images (half up) of every class c present in `labels` (N,).
-
-    Raises PretrainlabError when the fraction leaves a class without any image.
-    """
-    if not 0 < fraction <= 1:
-        raise PretrainlabError(f"a label fraction must be in (0, 1], got {fraction}")
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for cls in np.unique(labels):
-        members = np.flatnonzero(labels == cls)
-        order = members[rng.permutation(len(members))]  # one permutation per class: fractions nest
-        count = int(np.floor(fraction * len(members) + 0.5))  # half rounds up (Python's round(0.5) is 0)
-        if count == 0:
-            name = f"{cls} ('{class_names[cls]}')" if class_names and cls < len(class_names) else f"{cls}"
-            raise PretrainlabError(f"label fraction {fraction_label(fraction)} leaves class {name} with no training "
-                                   f"image (it has {len(members)}); use a fraction of at least "
-                                   f"{fraction_label(1 / len(members))}")
-        chosen.append(order[:count])
-    return np.sort(np.concatenate(chosen))
 
 
 def read_fractions(options: dict[str, Any]) -> list[float]:

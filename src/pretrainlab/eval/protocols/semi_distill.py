@@ -25,10 +25,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pretrainlab.data.subsets import class_balanced_subset, fraction_label
 from pretrainlab.errors import PretrainlabError
 from pretrainlab.eval.classifier_training import LossFunction
-from pretrainlab.eval.finetune import FineTuning
-from pretrainlab.eval.label_fractions import class_balanced_subset, fraction_label
+from pretrainlab.eval.finetuning import FineTuning
 from pretrainlab.eval.protocols import PROTOCOLS, EvalContext
 from pretrainlab.eval.record import EvalResult
 
