@@ -195,6 +195,7 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
             "img_size": img_size, "in_chans": source.channels, "mean": list(context.mean), "std": list(context.std),
             "num_classes": source.num_classes, "train_images": len(source.train), "split": source.split_note,
             "steps_per_epoch": trainer.plan.steps_per_epoch, "world_size": world_size(),
+            "warmup_epochs": config.train.resolved_warmup_epochs, "lr": config.train.scaled_lr,
             "pretrainlab": pretrainlab.__version__, "torch": str(torch.__version__),
         })
     summary = trainer.fit(resume=resume)

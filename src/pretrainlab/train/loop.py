@@ -79,7 +79,7 @@ class Trainer:
         self.show_progress = show_progress and self.is_main
         self.plan = BatchPlan(len(images), config.batch_size, config.seed, rank(), world_size())
         self.total_steps = self.plan.steps_per_epoch * config.epochs
-        self.warmup_steps = int(round(config.warmup_epochs * self.plan.steps_per_epoch))
+        self.warmup_steps = int(round(config.resolved_warmup_epochs * self.plan.steps_per_epoch))
         self.model: nn.Module = method
         if config.sync_batchnorm and is_distributed():
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(method)
