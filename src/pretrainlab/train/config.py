@@ -27,7 +27,8 @@ class TrainConfig:
         grad_clip: clip the gradient norm to this value (0: off).
         accumulate: split each batch into this many micro-batches, one optimiser step per batch.
         checkpoint_every: steps between checkpoints (0: once per epoch); one is always written at the end.
-        knn_every: run the online kNN monitor every this many epochs (0: off).
+        knn_every: run the online kNN monitor every this many epochs (0: off), and once on the untrained init
+            (epoch 0), so the curve starts at this run's own random-init baseline.
         stop_after: stop as if interrupted after this many steps (0: never); continue with resume.
         prefetch: batches a background thread reads ahead (GPU runs).
         channels_last: keep weights and views in NHWC memory order (faster convolutions on CPUs and GPUs).
