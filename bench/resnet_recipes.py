@@ -42,6 +42,11 @@ def old(epochs: int = 8, train: dict | None = None, options: dict | None = None,
                             "options": {**OLD_OPTIONS, **(options or {})}, **settings})
 
 
+def new(epochs: int = 3, options: dict | None = None, **settings: object) -> tuple[str, dict]:
+    """The current recipe (warm-up a tenth of the run) with some method options changed; kNN every epoch."""
+    return ("pretrainlab", {"epochs": epochs, "knn_every": 1, "options": options or {}, **settings})
+
+
 VARIANTS: dict[str, tuple[str, dict]] = {
     "old-defaults": old(epochs=4),  # epochs 2 and 4 of an 8-epoch run are the same (still in warm-up)
     "warmup10%": old(train={"warmup_epochs": 0.8}),
@@ -61,7 +66,13 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "crop0.3-3layers": old(train={"warmup_epochs": 0.8}, options={"views.crop_min_scale": 0.3, "projection_layers": 3}),
     "crop0.5-noflip": old(train={"warmup_epochs": 0.8}, options={"views.crop_min_scale": 0.5, "views.flip_p": 0.0}),
     "crop0.8-noflip": old(train={"warmup_epochs": 0.8}, options={"views.crop_min_scale": 0.8, "views.flip_p": 0.0}),
-    "reference-lr0.3": ("reference", {"args": ["--lr", "0.3", "--warmup-epochs", "0.5"]}),
+    "reference-lr0.3": ("reference", {"epochs": 2, "args": ["--lr", "0.3", "--warmup-epochs", "0.5",
+                                                           "--knn-every", "1"]}),
+    "crop0.8-noflip-3ep": new(options={"views.crop_min_scale": 0.8, "views.flip_p": 0.0}),
+    "crop0.8-3ep": new(options={"views.crop_min_scale": 0.8}),
+    "crop0.5-noflip-6ep": new(epochs=6, options={"views.crop_min_scale": 0.5, "views.flip_p": 0.0}),
+    "crop0.8-noflip-t1.0-4ep": new(epochs=4, options={"views.crop_min_scale": 0.8, "views.flip_p": 0.0,
+                                                      "temperature": 1.0}),
 }
 
 

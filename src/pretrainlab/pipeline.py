@@ -29,6 +29,7 @@ from pretrainlab.eval.features import extract_features
 from pretrainlab.eval.gauntlet import GauntletOutcome, plan_protocols, run_gauntlet, state_fingerprint
 from pretrainlab.eval.knn import as_labels, knn_accuracy
 from pretrainlab.methods import METHODS, MethodContext
+from pretrainlab.methods.parts.mirroring import adapt_mirroring
 from pretrainlab.methods.parts.reconstruction import save_reconstruction_grid
 from pretrainlab.report import write_run_report
 from pretrainlab.store import DEFAULT_STORE, EvaluationRecorder, ResultsStore, file_fingerprint
@@ -186,6 +187,7 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
     backbone = create_backbone(config.backbone, img_size, source.channels)
     method_class = METHODS.get(config.method)
     method_config = build_config(method_class.config_class, config.method_options, config.method)
+    method_config, adapted = adapt_mirroring(method_config, config.method_options, source.mirror_invariant)
     method = method_class(backbone, method_config, context).to(device)
     monitor = knn_monitor(source, context, device) if source.labelled and source.test is not None else None
     trainer = Trainer(method, source.train, config.train, run_dir, device, monitor, show_progress)
@@ -196,6 +198,7 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
             "num_classes": source.num_classes, "train_images": len(source.train), "split": source.split_note,
             "steps_per_epoch": trainer.plan.steps_per_epoch, "world_size": world_size(),
             "warmup_epochs": config.train.resolved_warmup_epochs, "lr": config.train.scaled_lr,
+            "adapted_options": {**adapted, **({"reason": "the data is not mirror-invariant"} if adapted else {})},
             "pretrainlab": pretrainlab.__version__, "torch": str(torch.__version__),
         })
     summary = trainer.fit(resume=resume)
