@@ -32,7 +32,8 @@ BASE = {"backbone": "resnet18", "data": "builtin", "img_size": 32, "epochs": 4, 
 # name -> (engine, settings); settings: top-level keys of BASE, "train" flags and "options" for pretrainlab,
 # "args" (command-line switches) for the reference. "old" pins the recipe as it was before issue 9.
 OLD_TRAIN = {"optimizer": "sgd", "lr": 0.06, "lr_scaling": "linear", "warmup_epochs": 10.0, "weight_decay": 5e-4}
-OLD_OPTIONS = {"temperature": 0.5, "hidden_dim": 512, "views.crop_min_scale": 0.08, "views.jitter_strength": 0.5}
+OLD_OPTIONS = {"temperature": 0.5, "hidden_dim": 512, "views.crop_min_scale": 0.08, "views.jitter_strength": 0.5,
+               "views.flip_p": 0.5}  # pinned: builtin now drops flips by default (digits are not mirror-invariant)
 
 
 def old(epochs: int = 8, train: dict | None = None, options: dict | None = None,
@@ -69,8 +70,10 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "reference-lr0.3": ("reference", {"epochs": 2, "args": ["--lr", "0.3", "--warmup-epochs", "0.5",
                                                            "--knn-every", "1"]}),
     "crop0.8-noflip-3ep": new(options={"views.crop_min_scale": 0.8, "views.flip_p": 0.0}),
-    "crop0.8-3ep": new(options={"views.crop_min_scale": 0.8}),
+    "crop0.8-3ep": new(options={"views.crop_min_scale": 0.8, "views.flip_p": 0.5}),
     "crop0.5-noflip-6ep": new(epochs=6, options={"views.crop_min_scale": 0.5, "views.flip_p": 0.0}),
+    "fashion-defaults-3ep": new(data=f"npz:{FASHION}", max_train=2000),
+    "fashion-crop0.8-3ep": new(data=f"npz:{FASHION}", max_train=2000, options={"views.crop_min_scale": 0.8}),
     "crop0.8-noflip-t1.0-4ep": new(epochs=4, options={"views.crop_min_scale": 0.8, "views.flip_p": 0.0,
                                                       "temperature": 1.0}),
 }
@@ -123,20 +126,35 @@ def measure(name: str) -> dict:
     return row
 
 
+def compact(settings: dict) -> dict:
+    """An "old" row's settings as what differs from the recipe before issue 9 (marked old: true)."""
+    train, options = settings.get("train"), settings.get("options", {})
+    if train is None or "warmup_epochs" not in train:
+        return settings
+    rest = {key: value for key, value in settings.items() if key not in ("train", "options")}
+    changed = {**{k: v for k, v in train.items() if OLD_TRAIN.get(k) != v},
+               **{k: v for k, v in options.items() if OLD_OPTIONS.get(k) != v}}
+    return {"old": True, **rest, **changed}
+
+
 def render() -> None:
     rows = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("*.json"))]
     epochs = sorted({int(point["epoch"]) for row in rows for point in row["curve"]})
-    lines = ["| variant | engine | data, backbone | settings | " + " | ".join(f"ep {e}" for e in epochs) + " |",
-             "| --- | --- | --- | --- | " + " | ".join("---" for _ in epochs) + " |"]
+    header = " | ".join(f"ep {e}" for e in epochs)
+    lines = [f"| variant | engine | data, backbone | settings | {header} | minutes |",
+             "| --- | --- | --- | --- | " + " | ".join("---" for _ in epochs) + " | --- |"]
     for row in rows:
         settings = dict(row["settings"])
-        where = f"{settings.pop('data', BASE['data'])}, {settings.pop('backbone', BASE['backbone'])}"
+        data = settings.pop("data", BASE["data"])
+        data = "fashion_mnist.npz" if data.endswith("fashion_mnist.npz") else data
+        where = f"{data}, {settings.pop('backbone', BASE['backbone'])}"
         if settings.get("max_train"):
             where += f" ({settings.pop('max_train')} train)"
+        settings = compact(settings)
         by_epoch = {int(point["epoch"]): point["knn_top1"] for point in row["curve"]}
         cells = [f"{by_epoch[e]:.1f}" if e in by_epoch else "" for e in epochs]
         lines.append(f"| {row['variant']} | {row['engine']} | {where} | `{json.dumps(settings)}` | "
-                     + " | ".join(cells) + " |")
+                     + " | ".join(cells) + f" | {row['minutes'] if row['minutes'] is not None else '-'} |")
     text = TABLE.read_text() if TABLE.exists() else "# resnet recipes\n\n<!-- table -->\n<!-- /table -->\n"
     start, end = text.index("<!-- table -->"), text.index("<!-- /table -->")
     TABLE.write_text(text[: start + len("<!-- table -->")] + "\n" + "\n".join(lines) + "\n" + text[end:])
