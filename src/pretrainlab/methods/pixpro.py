@@ -98,13 +98,14 @@ class PixPro(Method):
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         view_a, view_b = batch.views["global"]
-        both = torch.cat([view_a.images, view_b.images])  # one pass for both views: (2B, C, S, S)
-        maps = last_feature_map(self.backbone, both)  # (2B, C', h, w)
-        propagated_a, propagated_b = self.propagation(self.projector(maps)).chunk(2)  # (B, P, h, w) each
+        # Each view is its own pass through both encoders, as in the official code: batch norm statistics are
+        # per view, never pooled over the two.
+        maps = [last_feature_map(self.backbone, view.images) for view in (view_a, view_b)]  # 2 x (B, C', h, w)
+        propagated_a, propagated_b = (self.propagation(self.projector(m)) for m in maps)  # (B, P, h, w) each
         with torch.no_grad():
-            momentum_maps = last_feature_map(self.momentum_backbone, both)
-            target_a, target_b = self.momentum_projector(momentum_maps).chunk(2)
-        height, width = maps.shape[-2:]
+            momentum_maps = [last_feature_map(self.momentum_backbone, view.images) for view in (view_a, view_b)]
+            target_a, target_b = (self.momentum_projector(m) for m in momentum_maps)
+        height, width = maps[0].shape[-2:]
         matches = pixel_match_mask(view_a.boxes, view_a.flipped, view_b.boxes, view_b.flipped, height, width,
                                    self.config.distance_threshold)  # (B, N, N); B -> A is its transpose
         pixel_loss = (pixel_consistency_loss(propagated_a, target_b, matches)
@@ -119,13 +120,13 @@ class PixPro(Method):
         outputs["loss"] = loss
         return outputs
 
-    def instance_loss(self, maps: torch.Tensor, momentum_maps: torch.Tensor) -> torch.Tensor:
-        """BYOL-style agreement of pooled projections across the two views: (2B, C', h, w) maps -> scalar."""
-        prediction = self.instance_predictor(self.instance_projector(maps)).mean(dim=(2, 3))  # (2B, P)
+    def instance_loss(self, maps: list[torch.Tensor], momentum_maps: list[torch.Tensor]) -> torch.Tensor:
+        """BYOL-style agreement of pooled projections across the two views: per-view maps (B, C', h, w) -> scalar."""
+        prediction_a, prediction_b = (F.normalize(self.instance_predictor(self.instance_projector(m)).mean(dim=(2, 3)),
+                                                  dim=1) for m in maps)  # (B, P) each
         with torch.no_grad():
-            target = self.momentum_instance_projector(momentum_maps).mean(dim=(2, 3))
-        prediction_a, prediction_b = F.normalize(prediction, dim=1).chunk(2)
-        target_a, target_b = F.normalize(target, dim=1).chunk(2)
+            target_a, target_b = (F.normalize(self.momentum_instance_projector(m).mean(dim=(2, 3)), dim=1)
+                                  for m in momentum_maps)
         agreement = (prediction_a * target_b).sum(dim=1) + (prediction_b * target_a).sum(dim=1)  # (B,)
         return (4.0 - 2.0 * agreement).mean()  # 2 - 2 cos, summed over both directions
 
