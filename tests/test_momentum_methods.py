@@ -13,7 +13,7 @@ from pretrainlab.config import build_config
 from pretrainlab.data.views import Views
 from pretrainlab.losses import InfoNCELoss, NegativeCosineSimilarity
 from pretrainlab.methods import METHODS, Batch, MethodContext
-from pretrainlab.methods.parts.momentum import ema_update, frozen_copy, momentum_at
+from pretrainlab.methods.parts.momentum import MomentumTeacher, ema_update, frozen_copy, momentum_at
 from pretrainlab.methods.parts.queue import MemoryQueue
 
 
@@ -57,6 +57,33 @@ def test_momentum_schedule_is_a_cosine_from_base_to_final() -> None:
     assert momentum_at(50, 100, 0.99) == pytest.approx(1 - 0.01 * (math.cos(math.pi / 2) + 1) / 2)
     values = [momentum_at(step, 100, 0.9) for step in range(101)]
     assert all(a <= b for a, b in zip(values[:-1], values[1:], strict=True))
+
+
+def test_momentum_teacher_follows_every_named_part_at_the_scheduled_momentum() -> None:
+    student = {"backbone": nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)), "head": nn.Linear(3, 2)}
+    teacher = MomentumTeacher(student, base=0.9, final=1.0)
+    assert all(not p.requires_grad for p in teacher.parameters())
+    with torch.no_grad():
+        for module in student.values():
+            for parameter in module.parameters():
+                parameter.add_(torch.randn_like(parameter))
+    before = {name: [p.clone() for p in teacher[name].parameters()] for name in student}
+    momentum = teacher.follow(student, 25, 100)
+    assert momentum == pytest.approx(momentum_at(25, 100, 0.9, 1.0)) == pytest.approx(teacher.momentum)
+    for name, module in student.items():  # a naive loop, part by part
+        for got, old, new in zip(teacher[name].parameters(), before[name], module.parameters(), strict=True):
+            torch.testing.assert_close(got, momentum * old + (1 - momentum) * new.detach())
+    with pytest.raises(ValueError, match="parts"):
+        teacher.follow({"backbone": student["backbone"]}, 26, 100)
+    with pytest.raises(ValueError, match="momentum"):
+        MomentumTeacher(student, base=0.99, final=0.9)
+
+
+@pytest.mark.parametrize(("name", "attribute"), [("byol", "target"), ("mocov2", "key_encoder"),
+                                                 ("mocov3", "momentum_encoder"), ("dino", "teacher"),
+                                                 ("pixpro", "momentum_encoder")])
+def test_every_ema_method_keeps_its_teacher_in_the_shared_helper(name: str, attribute: str) -> None:
+    assert isinstance(getattr(make_method(name), attribute), MomentumTeacher)
 
 
 # -- queue -----------------------------------------------------------------------------------------------

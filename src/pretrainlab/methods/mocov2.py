@@ -16,7 +16,7 @@ from pretrainlab.data.views import ViewSpec
 from pretrainlab.heads import ProjectionHead
 from pretrainlab.losses import InfoNCELoss
 from pretrainlab.methods.base import Batch, Method, MethodContext, ViewOptions, register_method
-from pretrainlab.methods.parts.momentum import ema_update, frozen_copy, momentum_at
+from pretrainlab.methods.parts.momentum import MomentumTeacher
 from pretrainlab.methods.parts.queue import MemoryQueue
 from pretrainlab.methods.parts.view_presets import MOCO_V2_VIEW
 
@@ -61,10 +61,9 @@ class MoCoV2(Method):
         hidden = config.hidden_dim or backbone.embed_dim
         # MoCo v2's head: fc -> ReLU -> fc, without batch norm.
         self.projector = ProjectionHead(backbone.embed_dim, hidden, config.projection_dim, 2, batch_norm=False)
-        self.key_encoder = frozen_copy(self.query_encoder())
+        self.key_encoder = MomentumTeacher(self.query_encoder(), config.momentum, config.final_momentum)
         self.queue = MemoryQueue(config.queue_size, config.projection_dim)
         self.criterion = InfoNCELoss(config.temperature)
-        self.momentum = config.momentum
 
     def query_encoder(self) -> nn.ModuleDict:
         """The trained modules, in the same order as `key_encoder`'s."""
@@ -92,7 +91,7 @@ class MoCoV2(Method):
             loss = (loss + self.criterion(second_queries, second_keys, negatives)) / 2
             new_keys.append(second_keys)
         self.queue.push(nn.functional.normalize(torch.cat(new_keys), dim=1))
-        return {"loss": loss, "momentum": torch.tensor(self.momentum)}
+        return {"loss": loss, "momentum": torch.tensor(self.key_encoder.momentum)}
 
     def representations(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.backbone.pooled(images)
@@ -100,5 +99,4 @@ class MoCoV2(Method):
         return {"backbone": features, **heads}
 
     def on_step_end(self, step: int, total_steps: int) -> None:
-        self.momentum = momentum_at(step, total_steps, self.config.momentum, self.config.final_momentum)
-        ema_update(self.key_encoder, self.query_encoder(), self.momentum)
+        self.key_encoder.follow(self.query_encoder(), step, total_steps)
