@@ -34,21 +34,24 @@ def batch_of(**views: list[torch.Tensor]) -> Batch:
 
 
 # -- momentum teacher ----------------------------------------------------------------------------------
-def test_ema_update_matches_a_loop_over_parameters_and_copies_buffers() -> None:
+def test_ema_update_matches_a_loop_over_parameters_and_leaves_the_teachers_buffers() -> None:
+    """Official BYOL, MoCo and DINO average parameters only; batch-norm statistics are the teacher's own."""
     student = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))
     teacher = frozen_copy(student)
     with torch.no_grad():
         for parameter in student.parameters():
             parameter.add_(torch.randn_like(parameter))
-    student(torch.randn(8, 4))  # changes the batch-norm running statistics
+    student(torch.randn(8, 4))  # changes the student's batch-norm running statistics
+    teacher_buffers = [b.clone() for b in teacher.buffers()]
     pairs = zip(teacher.parameters(), student.parameters(), strict=True)
     expected = [0.9 * t.detach().clone() + 0.1 * s.detach() for t, s in pairs]
     ema_update(teacher, student, 0.9)
     for got, want in zip(teacher.parameters(), expected, strict=True):
         torch.testing.assert_close(got, want)
         assert not got.requires_grad
-    for got, want in zip(teacher.buffers(), student.buffers(), strict=True):
+    for got, want in zip(teacher.buffers(), teacher_buffers, strict=True):
         torch.testing.assert_close(got, want)
+    assert not torch.equal(teacher[1].running_mean, student[1].running_mean)
 
 
 def test_momentum_schedule_is_a_cosine_from_base_to_final() -> None:

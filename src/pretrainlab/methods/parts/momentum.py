@@ -3,8 +3,9 @@
 The teacher is a frozen copy of named student modules, updated after every optimiser step as
 teacher = m * teacher + (1 - m) * student, with m raised from `base` to `final` on a cosine schedule
 (BYOL, arXiv 2006.07733, section 3.2; DINO, arXiv 2104.14294). Only parameters follow the student: the
-teacher's buffers (batch-norm running statistics) are its own, accumulated by its own forward passes, as in
-the official BYOL, MoCo and DINO code.
+teacher's buffers (batch-norm running statistics) are its own, accumulated by its own forward passes (the teacher
+runs in training mode, so they never enter its outputs during pre-training), as in the official BYOL, MoCo
+and DINO code.
 """
 
 from __future__ import annotations
@@ -33,15 +34,17 @@ def frozen_copy(module: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
-    """teacher <- momentum * teacher + (1 - momentum) * student, for parameters; buffers are copied."""
+    """teacher <- momentum * teacher + (1 - momentum) * student, for parameters only.
+
+    The teacher's buffers (batch-norm running statistics) stay its own, accumulated by its own forward
+    passes, as in the official BYOL, MoCo and DINO code, which average parameters only.
+    """
     teacher_parameters = list(teacher.parameters())
     student_parameters = [p.detach() for p in student.parameters()]
     if len(teacher_parameters) != len(student_parameters):
         raise ValueError(f"teacher has {len(teacher_parameters)} parameters, student {len(student_parameters)}")
     torch._foreach_mul_(teacher_parameters, momentum)
     torch._foreach_add_(teacher_parameters, student_parameters, alpha=1 - momentum)
-    for teacher_buffer, student_buffer in zip(teacher.buffers(), student.buffers(), strict=True):
-        teacher_buffer.copy_(student_buffer)
 
 
 class MomentumTeacher(nn.ModuleDict):
