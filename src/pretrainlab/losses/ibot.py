@@ -20,7 +20,8 @@ class MaskedTokenDistillationLoss(nn.Module):
     without masked patches counting zero, as iBOT's official code, DINOv2 and lightly's `IBOTPatchLoss` do.
     (Averaging over the masked images only would scale the term by 1 / the share of masked images, 2x at
     iBOT's mask probability 0.5, and make its weight vary with how many images a batch happens to mask.)
-    The patch centre is separate from the [CLS]-level centre (iBOT, section 3).
+    The patch centre is separate from the [CLS]-level centre (iBOT, section 3) and follows every teacher patch
+    token, as iBOT's code (DINOv2 and lightly update it with the masked tokens only).
 
     Args:
         out_dim: the patch head's output size K.

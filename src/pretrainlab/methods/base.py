@@ -33,7 +33,9 @@ class ViewOptions:
 
     Colour jitter uses SimCLR's strength s: brightness, contrast, saturation 0.8 s and hue 0.2 s.
     `saturation`, when set, replaces 0.8 s for saturation alone: BYOL, MoCo v3 and DINO jitter brightness,
-    contrast, saturation and hue by 0.4 / 0.4 / 0.2 / 0.1 (s = 0.5 with saturation 0.2).
+    contrast, saturation and hue by 0.4 / 0.4 / 0.2 / 0.1 (s = 0.5 with saturation 0.2). Saturation and hue
+    act on colour images only. A recipe's or `--option`'s view group is built from these defaults plus the
+    keys it gives, not from the method's preset.
     """
 
     crop_min_scale: float = 0.08
