@@ -39,18 +39,19 @@ def split_encode(encode: Encoder, module: nn.Module, images: torch.Tensor, split
         return encode(images)
     norms = [m for m in module.modules()
              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
-    saved = [(norm.momentum, int(norm.num_batches_tracked)) for norm in norms]
+    saved = [(norm.momentum, norm.num_batches_tracked.clone()) for norm in norms]
     outputs = []
     try:
         for index, group in enumerate(groups, start=1):
             for norm, (momentum, tracked) in zip(norms, saved, strict=True):
-                norm.momentum = group_factor(momentum if momentum is not None else 1 / (tracked + 1), index,
-                                             len(groups))
+                # momentum None is a cumulative average: its single update would weigh 1 / (steps so far + 1)
+                base = momentum if momentum is not None else 1 / (float(tracked) + 1)
+                norm.momentum = group_factor(base, index, len(groups))
             outputs.append(encode(group))
     finally:
         for norm, (momentum, tracked) in zip(norms, saved, strict=True):
             norm.momentum = momentum
-            norm.num_batches_tracked.fill_(tracked + 1)  # one step, not one per group (not saved for backward)
+            norm.num_batches_tracked.copy_(tracked + 1)  # one step, not one per group (not saved for backward)
     return torch.cat(outputs)
 
 
