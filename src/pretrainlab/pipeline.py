@@ -32,9 +32,9 @@ from pretrainlab.methods import METHODS, MethodContext
 from pretrainlab.methods.parts.reconstruction import save_reconstruction_grid
 from pretrainlab.report import write_run_report
 from pretrainlab.store import DEFAULT_STORE, EvaluationRecorder, ResultsStore, file_fingerprint
-from pretrainlab.train.checkpoint import checkpoint_path
 from pretrainlab.train.config import RunConfig, TrainConfig
 from pretrainlab.train.loop import Trainer
+from pretrainlab.train.run_folder import check_new_run_folder, check_resume_folder, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -132,21 +132,42 @@ def knn_monitor(source: ImageSource, context: MethodContext, device: torch.devic
 
 
 def saved_run_config(run_dir: Path) -> RunConfig:
-    values = yaml.safe_load((run_dir / "config.yaml").read_text())
+    """The run configuration in `run_dir/config.yaml`; a damaged file is a one-line error, never a traceback."""
+    path = run_dir / "config.yaml"
+    try:
+        values = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as error:
+        problem = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise PretrainlabError(f"--resume: {path} is not readable YAML ({problem}); restore it from a copy of the "
+                               "run or start a new run with another --out") from None
+    if not isinstance(values, dict) or not isinstance(values.get("train", {}), dict) or "method" not in values:
+        raise PretrainlabError(f"--resume: {path} is not a pretrainlab run configuration (expected a mapping with "
+                               "method, backbone, data, train, ...); restore it from a copy of the run")
     values.pop("resolved", None)
-    values["train"] = build_config(TrainConfig, values.get("train"), "train")
-    return build_config(RunConfig, values, "run")
+    train = dict(values.get("train") or {})
+    train.pop("stop_after", None)  # written by older versions; a per-invocation flag, never part of the run
+    try:
+        values["train"] = build_config(TrainConfig, train, "train")
+        return build_config(RunConfig, values, "run")
+    except PretrainlabError as error:
+        raise PretrainlabError(f"--resume: {path} is not a usable run configuration ({error})") from None
 
 
 def resume_config(run_dir: Path, overrides: dict[str, Any], train_overrides: dict[str, Any],
                   option_overrides: dict[str, Any]) -> RunConfig:
-    """The saved configuration of `run_dir`; a flag given again must keep its saved value."""
+    """The saved configuration of `run_dir`; a flag given again must keep its saved value.
+
+    The folder is the run: the configuration returned trains `run_dir`, whatever `out` config.yaml records
+    (a copied or moved run folder resumes in place). `stop_after` is the one per-invocation setting: never
+    saved, never compared, taken from `train_overrides` (default 0).
+    """
+    check_resume_folder(run_dir)
     if not (run_dir / "config.yaml").exists():
         raise PretrainlabError(f"--resume: {run_dir} holds no config.yaml; start the run without --resume")
     saved = saved_run_config(run_dir)
     saved_values = config_to_dict(saved)
     given = {key: value for key, value in overrides.items() if value is not None and key != "out"}
-    given.update({f"train.{k}": v for k, v in train_overrides.items() if v is not None})
+    given.update({f"train.{k}": v for k, v in train_overrides.items() if v is not None and k != "stop_after"})
     given.update({f"method_options.{k}": v for k, v in option_overrides.items()})
     differences = []
     for key, value in given.items():
@@ -157,11 +178,13 @@ def resume_config(run_dir: Path, overrides: dict[str, Any], train_overrides: dic
             differences.append(f"{key}: saved {current!r}, given {value!r}")
     if differences:
         raise PretrainlabError(f"--resume cannot change the run's settings ({'; '.join(differences)})")
-    return saved
+    stop_after = train_overrides.get("stop_after") or 0
+    return dataclasses.replace(saved, out=str(run_dir), train=dataclasses.replace(saved.train, stop_after=stop_after))
 
 
 def write_config(run_dir: Path, config: RunConfig, resolved: dict[str, Any]) -> None:
     values = config_to_dict(config)
+    values["train"].pop("stop_after", None)  # per invocation: a resume must not stop again at the same step
     values["resolved"] = resolved
     with atomic_path(run_dir / "config.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(values, sort_keys=False))
@@ -175,8 +198,11 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
     """
     setup_distributed()
     run_dir = Path(config.out)
-    if not resume and checkpoint_path(run_dir).exists():
-        raise PretrainlabError(f"{run_dir} already holds a run; add --resume to continue it, or choose another --out")
+    # Every rank checks before rank 0 writes: config.yaml is written after the Trainer's DDP set-up, a collective.
+    if resume:
+        check_resume_folder(run_dir)
+    else:
+        check_new_run_folder(run_dir)
     device = resolve_device(config.train.device)
     source = source or load_source(config.data, image_size=config.img_size, download=config.download)
     source = limit_source(source, config.max_train)
@@ -197,6 +223,8 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
             "steps_per_epoch": trainer.plan.steps_per_epoch, "world_size": world_size(),
             "pretrainlab": pretrainlab.__version__, "torch": str(torch.__version__),
         })
+    if rank() == 0 and resume:
+        remove_stale_temporaries(run_dir)
     summary = trainer.fit(resume=resume)
     if rank() == 0:  # input / masked / reconstructed rows, for methods that reconstruct pixels
         save_reconstruction_grid(method, source.train.images, run_dir / "reconstructions.png", device)
