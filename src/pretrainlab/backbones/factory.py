@@ -114,13 +114,13 @@ def load_backbone(path: Path) -> Backbone:
     return backbone
 
 
-def load_weights_file(backbone: Backbone, path: Path) -> None:
+def load_weights_file(backbone: Backbone, path: Path, what: str = "weights file") -> None:
     """Loads a safetensors or torch checkpoint into `backbone`, ignoring classifier weights."""
-    state = load_state_dict_file(path)
+    state = load_state_dict_file(path, what)
     if isinstance(state, dict) and path.suffix != ".safetensors":
         state = state.get("state_dict", state.get("model", state))
     if not isinstance(state, dict):
-        raise PretrainlabError(f"weights file {path} holds a {type(state).__name__}, not a state dict of tensors")
+        raise PretrainlabError(f"{what} {path} holds a {type(state).__name__}, not a state dict of tensors")
     own = backbone.model.state_dict()
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if len(matched) < 0.9 * len(own):

@@ -75,8 +75,8 @@ def list_images(root: Path) -> tuple[list[Path], list[int] | None, list[str] | N
             files.extend(files_of_class)
             labels.extend([label] * len(files_of_class))
         return files, labels, classes, skipped
-    flat, skipped = regular_image_files(sorted(f for f in root.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES))
-    return flat, None, None, skipped
+    flat, flat_skipped = regular_image_files(sorted(f for f in root.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES))
+    return flat, None, None, skipped + flat_skipped
 
 
 def to_eight_bit(image: Image.Image) -> Image.Image:
@@ -162,10 +162,10 @@ def load_folder(argument: str, image_size: int | None = None, **_: object) -> Im
     )
     bad = unlisted + [f"{f} (unreadable, truncated or over the pixel limit)"
                       for f, ok in zip(files, readable, strict=True) if not ok]
-    if bad:
-        log.warning("skipped %d files in %s (first: %s)", len(bad), root, ", ".join(bad[:3]))
     if len(images) == 0:
         raise PretrainlabError(f"none of the {len(files)} image files in {root} could be decoded "
                                f"(first: {', '.join(bad[:2])})")
+    if bad:
+        log.warning("skipped %d files in %s (first: %s)", len(bad), root, ", ".join(bad[:3]))
     label_array = None if labels is None else np.asarray(labels)[readable]
     return ImageSource(f"folder:{root}", ImageSet(images, label_array), classes=classes, skipped_files=len(bad))

@@ -7,13 +7,19 @@ trained, wherever the run was created (config.yaml's `out` records only where th
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
+from typing import Any
 
+import yaml
+
+from pretrainlab.atomic import atomic_path, check_output_path, check_writable
+from pretrainlab.config import build_config, config_to_dict
 from pretrainlab.errors import PretrainlabError
+from pretrainlab.train.config import RunConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -46,35 +52,6 @@ def remove_stale_temporaries(run_dir: Path) -> int:
     return len(stale)
 
 
-def check_writable(folder: Path, flag: str = "--out") -> None:
-    """Creates and deletes a file in `folder`: the only test that holds for root, read-only mounts and /sys."""
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        raise PretrainlabError(f"{flag}: cannot write into {folder} ({error.strerror or error}); "
-                               f"choose a {flag} in a folder you can write to") from None
-
-
-def nearest_existing(path: Path) -> Path:
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            return candidate
-    return Path(".")
-
-
-def check_output_path(path: Path, flag: str, want_folder: bool) -> None:
-    """`path` can be created or replaced: it is not the wrong kind of thing, not under a file, and writable."""
-    path = Path(path)
-    if path.exists() and path.is_dir() != want_folder:
-        kind, wanted = ("a folder", "a file path") if path.is_dir() else ("a file", "a folder path")
-        raise PretrainlabError(f"{flag} {path} is {kind}; give {wanted}")
-    parent = nearest_existing(path if want_folder else path.parent)
-    if not parent.is_dir():
-        raise PretrainlabError(f"{flag} {path} lies under the file {parent}; choose a path under a folder")
-    check_writable(parent, flag)
-
-
 def check_new_run_folder(run_dir: Path) -> None:
     """A new run needs a folder that does not exist or is empty (stale temporaries aside, which are removed)."""
     run_dir = Path(run_dir)
@@ -98,3 +75,62 @@ def check_resume_folder(run_dir: Path) -> None:
         raise PretrainlabError(f"--resume: no run folder at {run_dir} (no config.yaml there); give the folder of a "
                                "stopped run as --out")
     check_writable(run_dir)
+
+
+def saved_run_config(run_dir: Path) -> RunConfig:
+    """The run configuration in `run_dir/config.yaml`; a damaged file is a one-line error, never a traceback."""
+    path = run_dir / "config.yaml"
+    try:
+        values = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as error:
+        problem = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise PretrainlabError(f"--resume: {path} is not readable YAML ({problem}); restore it from a copy of the "
+                               "run or start a new run with another --out") from None
+    if not isinstance(values, dict) or not isinstance(values.get("train", {}), dict) or "method" not in values:
+        raise PretrainlabError(f"--resume: {path} is not a pretrainlab run configuration (expected a mapping with "
+                               "method, backbone, data, train, ...); restore it from a copy of the run")
+    values.pop("resolved", None)
+    train = dict(values.get("train") or {})
+    train.pop("stop_after", None)  # written by older versions; a per-invocation flag, never part of the run
+    try:
+        values["train"] = build_config(TrainConfig, train, "train")
+        return build_config(RunConfig, values, "run")
+    except PretrainlabError as error:
+        raise PretrainlabError(f"--resume: {path} is not a usable run configuration ({error})") from None
+
+
+def resume_config(run_dir: Path, overrides: dict[str, Any], train_overrides: dict[str, Any],
+                  option_overrides: dict[str, Any]) -> RunConfig:
+    """The saved configuration of `run_dir`; a flag given again must keep its saved value.
+
+    The folder is the run: the configuration returned trains `run_dir`, whatever `out` config.yaml records
+    (a copied or moved run folder resumes in place). `stop_after` is the one per-invocation setting: never
+    saved, never compared, taken from `train_overrides` (default 0).
+    """
+    check_resume_folder(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise PretrainlabError(f"--resume: {run_dir} holds no config.yaml; start the run without --resume")
+    saved = saved_run_config(run_dir)
+    saved_values = config_to_dict(saved)
+    given = {key: value for key, value in overrides.items() if value is not None and key != "out"}
+    given.update({f"train.{k}": v for k, v in train_overrides.items() if v is not None and k != "stop_after"})
+    given.update({f"method_options.{k}": v for k, v in option_overrides.items()})
+    differences = []
+    for key, value in given.items():
+        current: Any = saved_values
+        for part in key.split("."):
+            current = current.get(part) if isinstance(current, dict) else None
+        if current != value and not (isinstance(current, list) and list(value) == current):
+            differences.append(f"{key}: saved {current!r}, given {value!r}")
+    if differences:
+        raise PretrainlabError(f"--resume cannot change the run's settings ({'; '.join(differences)})")
+    stop_after = train_overrides.get("stop_after") or 0
+    return dataclasses.replace(saved, out=str(run_dir), train=dataclasses.replace(saved.train, stop_after=stop_after))
+
+
+def write_config(run_dir: Path, config: RunConfig, resolved: dict[str, Any]) -> None:
+    values = config_to_dict(config)
+    values["train"].pop("stop_after", None)  # per invocation: a resume must not stop again at the same step
+    values["resolved"] = resolved
+    with atomic_path(run_dir / "config.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(values, sort_keys=False))

@@ -67,7 +67,7 @@ def resolve_teacher(spec: str, weights: str, img_size: int, in_chans: int) -> Te
         backbone = create_backbone(spec.removeprefix("timm:"), img_size, in_chans)
         classifier = None
         if weights:
-            load_weights_file(backbone, Path(weights))
+            load_weights_file(backbone, Path(weights), "teacher weights")
             classifier = classifier_from_weights(backbone, read_state_dict(Path(weights)))
         else:
             log.warning("teacher %s has no teacher_weights: distilling a randomly initialised network", spec)
