@@ -72,6 +72,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "crop0.8-noflip-3ep": new(options={"views.crop_min_scale": 0.8, "views.flip_p": 0.0}),
     "crop0.8-3ep": new(options={"views.crop_min_scale": 0.8, "views.flip_p": 0.5}),
     "crop0.5-noflip-6ep": new(epochs=6, options={"views.crop_min_scale": 0.5, "views.flip_p": 0.0}),
+    "crop0.8-6ep": new(epochs=6, options={"views.crop_min_scale": 0.8}),  # builtin: no flips by default now
     "fashion-defaults-3ep": new(data=f"npz:{FASHION}", max_train=2000),
     "fashion-crop0.8-3ep": new(data=f"npz:{FASHION}", max_train=2000, options={"views.crop_min_scale": 0.8}),
     "crop0.8-noflip-t1.0-4ep": new(epochs=4, options={"views.crop_min_scale": 0.8, "views.flip_p": 0.0,
