@@ -1,4 +1,4 @@
-"""Issue 9's diagnostics of a trained resnet18 against the random one, on `builtin` at 32 px.
+"""Issue 9's diagnostics of a trained resnet18 against the random one, at 32 px (`builtin` by default).
 
 For each backbone (a `backbone.safetensors` file, or `random` for the seed-0 init every run starts from):
 kNN (k=20, T=0.07) on the global average of every stage's feature map, and the last stage's kNN again
@@ -6,6 +6,7 @@ after every batch-norm statistic is re-estimated on plain whole training images 
 statistics of augmented views explain a low kNN?). `--pixels` adds kNN on raw pixels.
 
     python bench/resnet_diagnostics.py random runs/bench-resnet/warmup10%-crop0.3/backbone.safetensors --pixels
+    python bench/resnet_diagnostics.py random --data npz:../../shared/data/fashion_mnist.npz --max-train 2000
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 
 from pretrainlab.backbones.factory import create_backbone, load_backbone
 from pretrainlab.data import load_source
+from pretrainlab.data.subsets import limit_source
 from pretrainlab.data.views import resize_for_eval
 from pretrainlab.eval.knn import as_labels, knn_accuracy
 
@@ -49,8 +51,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("backbones", nargs="+", help="backbone.safetensors files, or 'random'")
     parser.add_argument("--pixels", action="store_true")
+    parser.add_argument("--data", default="builtin")
+    parser.add_argument("--max-train", type=int, default=None, help="the class-balanced subset `pretrain` used")
     args = parser.parse_args()
-    source = load_source("builtin")
+    source = limit_source(load_source(args.data), args.max_train)
     mean, std = (torch.tensor(v) for v in source.channel_stats())
     train_labels, test_labels = as_labels(source.train.labels), as_labels(source.test.labels)
 
