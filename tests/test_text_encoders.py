@@ -78,3 +78,18 @@ def test_sentence_encoder_loads_offline_and_stays_frozen(monkeypatch: pytest.Mon
     tower = TextTower(encoder, 8)
     assert set(tower.state_dict()) == {"projection.weight"}  # the frozen weights stay out of checkpoints
     assert "a photo of a cat" in encoder.cache
+
+
+def test_clip_run_with_the_frozen_sentence_encoder_saves_a_loadable_tower(tmp_path: Path) -> None:
+    from pretrainlab.data import load_source
+    from pretrainlab.pipeline import build_run_config, untrained_run
+
+    source = load_source("captions:composed:builtin:8")
+    config = build_run_config("clip", {"backbone": "tinycnn", "data": source.spec, "img_size": 28,
+                                       "out": str(tmp_path / "run")}, {"seed": 0},
+                              {"text_encoder": "minilm", "embed_dim": 8})
+    run = untrained_run(config, source)
+    tower, extra, _ = load_text_tower(run / "text_tower.safetensors")
+    assert not (run / "tokenizer.json").exists() and extra["image_projection.weight"].shape == (8, 128)
+    with torch.no_grad():
+        assert tower(["a 3 above a 7"]).shape == (1, 8)

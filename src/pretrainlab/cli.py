@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=run_export)
 
     add_results_commands(commands)  # gauntlet, compare, store rebuild, report
-    add_text_commands(commands)  # curate, limber, describe-neurons
+    add_text_commands(commands)  # curate, describe-neurons
 
     listing = commands.add_parser("list", help="list methods, backbones, datasets or protocols")
     listing.add_argument("what", choices=["methods", "backbones", "datasets", "protocols"])

@@ -8,12 +8,15 @@ extraction (eval/features.py), so protocols share them with every other protocol
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
 from pretrainlab.backbones.text.tower import TOWER_FILE, TextTower, load_text_tower
+from pretrainlab.data.captions import has_captions
+from pretrainlab.data.source import ImageSource
+from pretrainlab.eval.features import extract_features, normalisation
 from pretrainlab.eval.representation import split_spec
 from pretrainlab.eval.target import EvalTarget
 
@@ -56,3 +59,20 @@ def load_image_text_model(target: EvalTarget) -> ImageTextModel:
     """The text tower and image projection of the run behind `target` (check `text_tower_missing` first)."""
     tower, extra, _ = load_text_tower(target.run_dir / TOWER_FILE)
     return ImageTextModel(tower, extra["image_projection.weight"], float(extra["logit_scale"].exp().clamp(max=100)))
+
+
+def needs_captions(source: ImageSource) -> str | None:
+    """Applicability of the caption protocols: captions on both splits."""
+    if has_captions(source) and source.test is not None:
+        return None
+    return f"needs captions, but dataset '{source.spec}' has none (use captions:PATH or captions:SPEC)"
+
+
+def features_at_size(target: EvalTarget, source: ImageSource, split: str, img_size: int,
+                     device: torch.device) -> torch.Tensor:
+    """Pooled features (N, D) of a split at `img_size` instead of the target's own size.
+
+    A fully convolutional backbone trained on single 28 px digits sees digits of its training scale on
+    56 px canvases only at 56 px; the size used is always reported with the result."""
+    mean, std = normalisation(target, source.train.images)
+    return extract_features(replace(target, img_size=img_size), getattr(source, split).images, mean, std, device)

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 
 from pretrainlab.backbones import Backbone
-from pretrainlab.backbones.text import TEXT_ENCODERS, create_text_encoder
+from pretrainlab.backbones.text import TEXT_ENCODERS, TransformerTextEncoder, create_text_encoder
 from pretrainlab.backbones.text.tower import TOWER_FILE, TextTower, save_text_tower
 from pretrainlab.data.captions import CAPTION_COUNTS, CAPTIONS, caption_ids, choose_captions
 from pretrainlab.data.views import ViewSpec
@@ -120,6 +120,5 @@ class CLIP(Method):
         save_text_tower(run_dir / TOWER_FILE, self.text,
                         {"image_projection.weight": self.image_projection.weight, "logit_scale": self.logit_scale},
                         {"method": "clip"})
-        tokenizer = getattr(self.text.encoder, "tokenizer", None)
-        if tokenizer is not None:
-            (run_dir / TOKENIZER_FILE).write_text(json.dumps(tokenizer.to_dict(), indent=1))
+        if isinstance(self.text.encoder, TransformerTextEncoder):  # the frozen encoder brings its own tokenizer
+            (run_dir / TOKENIZER_FILE).write_text(json.dumps(self.text.encoder.tokenizer.to_dict(), indent=1))

@@ -17,19 +17,12 @@ import time
 
 import torch
 
-from pretrainlab.data.captions import has_captions, image_captions
-from pretrainlab.data.source import ImageSource
-from pretrainlab.eval.image_text import load_image_text_model, text_tower_missing
+from pretrainlab.data.captions import image_captions
+from pretrainlab.eval.image_text import load_image_text_model, needs_captions, text_tower_missing
 from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, NotApplicable, applies_when
 from pretrainlab.eval.record import EvalResult
 
 RECALL_AT = (1, 5, 10)
-
-
-def needs_captions(source: ImageSource) -> str | None:
-    if has_captions(source) and source.test is not None:
-        return None
-    return f"needs captions, but dataset '{source.spec}' has none (use captions:PATH or captions:SPEC)"
 
 
 def image_text_recalls(images: torch.Tensor, texts: torch.Tensor, owners: torch.Tensor,

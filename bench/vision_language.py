@@ -1,0 +1,115 @@
+"""The vision-language study behind docs/vision_language.md: CLIP, GPT4Image, LiMBeR and MILAN on
+SYNTHETIC captions of composed digit canvases, at one small CPU budget, seed 0.
+
+    python bench/vision_language.py --steps runs          # pre-train every run (resumable: finished runs are kept)
+    python bench/vision_language.py --steps clip,gpt4image,limber,milan   # evaluate; one JSON per step
+
+Data: `captions:composed:builtin:2000` (2,000 training and 500 test canvases of 2-4 MNIST digits from
+the embedded set, three generated captions each), at 28 px (canvases halved: digits are 14 px).
+Runs land in runs/vision_language/, results in bench/results/vision_language/STEP.json, and every
+evaluation is also recorded in runs/vision_language/pretrainlab.db.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from pretrainlab.data import load_source
+from pretrainlab.pipeline import build_run_config, evaluate_backbone, pretrain, untrained_run
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = ROOT / "runs" / "vision_language"
+RESULTS = ROOT / "bench" / "results" / "vision_language"
+STORE = RUNS / "pretrainlab.db"
+DATA = "captions:composed:builtin:2000"
+IMG_SIZE = 28
+SEED = 0
+EPOCHS = 20
+BATCH_SIZE = 128
+CLIP_OPTIONS = {"embed_dim": 64, "text_width": 64, "text_depth": 2, "text_heads": 4}
+# name -> (method, data, overrides of the training budget, method options)
+RUN_PLAN: dict[str, tuple[str, str, dict[str, Any], dict[str, Any]]] = {
+    "clip": ("clip", DATA, {"lr": 4e-3}, CLIP_OPTIONS),
+    "clip_minilm": ("clip", DATA, {"lr": 4e-3}, {"embed_dim": 64, "text_encoder": "minilm"}),
+    "simclr": ("simclr", DATA, {}, {"hidden_dim": 256}),
+    "simclr_gpt4image": ("compose:simclr+gpt4image", DATA, {"optimizer": "sgd", "lr": 0.06, "weight_decay": 5e-4},
+                         {"simclr": {"hidden_dim": 256}, "gpt4image": {"hidden_dim": 256}}),
+    "supervised_digits": ("supervised", "builtin", {}, {}),
+    "simclr_digits": ("simclr", "builtin", {}, {"hidden_dim": 256}),
+}
+UNTRAINED = {"clip_random": "clip", "clip_minilm_random": "clip_minilm"}
+
+
+def run_config(name: str, method: str, data: str, train: dict[str, Any], options: dict[str, Any]):  # noqa: ANN201
+    budget = {"epochs": EPOCHS, "batch_size": BATCH_SIZE, "seed": SEED, "warmup_epochs": 1, **train}
+    return build_run_config(method, {"backbone": "tinycnn", "data": data, "img_size": IMG_SIZE,
+                                     "out": str(RUNS / name)}, budget, options)
+
+
+def pre_train_all() -> None:
+    for name, (method, data, train, options) in RUN_PLAN.items():
+        if (RUNS / name / "backbone.safetensors").exists():
+            continue
+        started = time.perf_counter()
+        resume = (RUNS / name / "checkpoints" / "last.pt").exists()
+        config = run_config(name, method, data, train, options)
+        pretrain(config, resume=resume, show_progress=False)
+        print(f"{name}: {time.perf_counter() - started:.0f} s", flush=True)
+    for name, trained in UNTRAINED.items():
+        if not (RUNS / name / "backbone.safetensors").exists():
+            untrained_run(run_config(name, *RUN_PLAN[trained]))
+
+
+def scores(run: str, data: str, protocols: list[str], **options: Any) -> dict[str, float]:
+    results = evaluate_backbone(run, data, protocols, options=options or None, store=STORE)
+    return {f"{r.protocol}/{r.metric}": round(r.value, 2) for r in results}
+
+
+def clip_step() -> dict[str, Any]:
+    rows = {}
+    for name in ("clip", "clip_random", "clip_minilm", "clip_minilm_random"):
+        run = str(RUNS / name)
+        rows[name] = {**scores(run, DATA, ["zero_shot", "image_text_retrieval"]),
+                      **{f"builtin {k}": v for k, v in scores(run, "builtin", ["zero_shot"]).items()}}
+    return rows
+
+
+def gpt4image_step() -> dict[str, Any]:
+    rows = {}
+    for name in ("simclr", "simclr_gpt4image"):
+        run = str(RUNS / name)
+        rows[name] = {**scores(run, "composed:builtin:2000", ["multilabel"]),
+                      **{f"builtin {k}": v for k, v in scores(run, "builtin", ["knn", "linear"]).items()}}
+    rows["random tinycnn"] = {**scores("timm:tinycnn", "composed:builtin:2000", ["multilabel"]),
+                              **{f"builtin {k}": v for k, v in scores("timm:tinycnn", "builtin",
+                                                                       ["knn", "linear"]).items()}}
+    return rows
+
+
+STEPS = {"clip": clip_step, "gpt4image": gpt4image_step}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", default="runs", help=f"comma list of runs, {', '.join(STEPS)}")
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    load_source(DATA)  # decode and cache once
+    for step in args.steps.split(","):
+        if step == "runs":
+            pre_train_all()
+            continue
+        started = time.perf_counter()
+        rows = STEPS[step]()
+        record = {"step": step, "data": DATA, "img_size": IMG_SIZE, "seed": SEED, "epochs": EPOCHS,
+                  "batch_size": BATCH_SIZE, "seconds": round(time.perf_counter() - started, 1), "rows": rows}
+        (RESULTS / f"{step}.json").write_text(json.dumps(record, indent=1))
+        print(json.dumps(record, indent=1), flush=True)
+
+
+if __name__ == "__main__":
+    main()
