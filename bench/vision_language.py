@@ -90,7 +90,33 @@ def gpt4image_step() -> dict[str, Any]:
     return rows
 
 
-STEPS = {"clip": clip_step, "gpt4image": gpt4image_step}
+# Backbones probed by LiMBeR and neuron descriptions, each at the size where digits have its training scale:
+# runs trained on 28 px canvases (14 px digits) at 28 px, runs trained on single 28 px digits at 56 px.
+PROBED = {
+    "random tinycnn": ("timm:tinycnn", {}),
+    "SimCLR (canvases)": ("simclr", {}),
+    "SimCLR (digits)": ("simclr_digits", {"img_size": 56}),
+    "supervised (digits)": ("supervised_digits", {"img_size": 56}),
+    "CLIP (canvases)": ("clip", {}),
+    "SimCLR + GPT4Image (canvases)": ("simclr_gpt4image", {}),
+}
+
+
+def probe_step(data: str, protocol: str) -> dict[str, Any]:
+    rows = {}
+    for label, (name, options) in PROBED.items():
+        spec = name if name.startswith("timm:") else str(RUNS / name)
+        results = evaluate_backbone(spec, data, [protocol], img_size=IMG_SIZE, options=options or None, store=STORE)
+        rows[label] = {r.metric: round(r.value, 2) for r in results}
+        rows[label]["settings"] = {k: v for k, v in results[0].settings.items()
+                                   if k in ("img_size", "blind_bleu4", "blind_caption", "examples", "chance_agreement",
+                                            "best_described", "distinct_descriptions")}
+        print(label, {k: v for k, v in rows[label].items() if k != "settings"}, flush=True)
+    return rows
+
+
+STEPS = {"clip": clip_step, "gpt4image": gpt4image_step, "limber": lambda: probe_step(DATA, "limber"),
+         "milan": lambda: probe_step("composed:builtin:2000", "neuron_descriptions")}
 
 
 def main() -> None:
