@@ -40,6 +40,7 @@ RUN_PLAN: dict[str, tuple[str, str, dict[str, Any], dict[str, Any]]] = {
                          {"simclr": {"hidden_dim": 256}, "gpt4image": {"hidden_dim": 256}}),
     "supervised_digits": ("supervised", "builtin", {}, {}),
     "simclr_digits": ("simclr", "builtin", {}, {"hidden_dim": 256}),
+    "clip_digits": ("clip", "captions:builtin", {"lr": 4e-3, "epochs": 5}, CLIP_OPTIONS),
 }
 UNTRAINED = {"clip_random": "clip", "clip_minilm_random": "clip_minilm"}
 
@@ -115,7 +116,47 @@ def probe_step(data: str, protocol: str) -> dict[str, Any]:
     return rows
 
 
-STEPS = {"clip": clip_step, "gpt4image": gpt4image_step, "limber": lambda: probe_step(DATA, "limber"),
+def curate_step() -> dict[str, Any]:
+    """Curation of a folder of 300 held-out digits plus 15 exact and 15 noisy copies: drop the 7s by
+    zero-shot choice against the other digits' prompts, and the copies as near-duplicates."""
+    import numpy as np
+    from PIL import Image
+
+    from pretrainlab.curate import CurationConfig, curate_folder
+
+    source = load_source("builtin")  # the CLIP run never saw these test-split digits
+    folder, out = RUNS / "curate_input", RUNS / "curate_output"
+    if not folder.exists():
+        folder.mkdir(parents=True)
+        rng = np.random.default_rng(SEED)
+        images = source.test.images[:300, :, :, 0]
+        for index, image in enumerate(images):
+            Image.fromarray(image).save(folder / f"digit{index:03d}_label{source.test.labels[index]}.png")
+        for copy, index in enumerate(rng.choice(300, 30, replace=False)):
+            noisy = images[index].astype(np.int16) + (rng.integers(-8, 9, images[index].shape) if copy >= 15 else 0)
+            Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(folder / f"zcopy{copy:02d}_of_{index:03d}.png")
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    config = CurationConfig(data=f"folder:{folder}", out=str(out), exclude=("a 7",),
+                            against=tuple(f"a {d}" for d in range(10) if d != 7), model=str(RUNS / "clip_digits"),
+                            duplicate_threshold=0.95, copy=False)
+    summary = curate_folder(config)
+    manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    sevens = {row["file"] for row in manifest if row["file"].startswith("digit") and row["file"].endswith("label7.png")}
+    excluded = {row["file"] for row in manifest if (row["reason"] or "").startswith("matches exclusion")}
+    duplicates = {row["file"] for row in manifest if (row["reason"] or "").startswith("near-duplicate")}
+    copies = {row["file"] for row in manifest if row["file"].startswith("zcopy")}
+    return {"summary": summary, "sevens": len(sevens), "sevens_excluded": len(sevens & excluded),
+            "other_digits_excluded": len(excluded - sevens - copies), "copies": len(copies),
+            "copies_dropped_as_duplicates": len(copies & duplicates),
+            "copies_dropped_as_sevens": len(copies & excluded),
+            "originals_dropped_as_duplicates": len(duplicates - copies)}
+
+
+STEPS = {"clip": clip_step, "curate": curate_step, "gpt4image": gpt4image_step,
+         "limber": lambda: probe_step(DATA, "limber"),
          "milan": lambda: probe_step("composed:builtin:2000", "neuron_descriptions")}
 
 

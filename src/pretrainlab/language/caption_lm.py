@@ -9,8 +9,9 @@ Prefix slots: the LM always reads `prefix_tokens` input positions before the cap
 always starts at the same position). A pre-trained LM continues what its context suggests; a model
 trained on bare captions learns to ignore slots that never vary (measured: free prefix vectors optimised
 directly could not lower its loss at all). So the LM is trained as a keywords-to-caption model, on text
-only: its slots hold the token embeddings of words drawn at random from the caption itself (a quarter
-of the captions get no keywords, BOS in every slot, so the LM also captions from an empty context).
+only: its slots hold the token embeddings of words drawn from the caption itself, rare words more often
+(inverse frequency: objects and places rather than "a"), and a quarter of the captions get no keywords
+(BOS in every slot), so the LM also captions from an empty context.
 LiMBeR then fills the slots with linearly mapped image features, which the LM has never seen, as GPT-J
 had never seen image prefixes: the map must place them where the right words would steer the LM.
 
@@ -38,6 +39,8 @@ from pretrainlab.backbones.text.transformer import TextTransformer
 from pretrainlab.data.cache import cache_dir
 
 log = logging.getLogger(__name__)
+
+RECIPE = "keywords-inverse-frequency-1"  # part of the cache key: change it when the training recipe changes
 
 
 @dataclass(frozen=True)
@@ -105,14 +108,26 @@ class CaptionLanguageModel(nn.Module):
         return [self.tokenizer.decode(row) for row in ids.cpu()]
 
 
-def keyword_prefix(model: CaptionLanguageModel, ids: torch.Tensor, generator: torch.Generator,
+def keyword_weights(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """(V,) inverse frequency of each token in the captions ids (N, L): rare words are the informative keywords."""
+    counts = torch.bincount(ids.flatten(), minlength=vocab_size).float()
+    return 1.0 / counts.clamp(min=1)
+
+
+def keyword_prefix(model: CaptionLanguageModel, ids: torch.Tensor, weights: torch.Tensor, generator: torch.Generator,
                    empty_share: float = 0.25) -> torch.Tensor:
-    """(B, P, W): the embeddings of up to P words drawn from each caption (ids (B, L)), BOS elsewhere."""
+    """(B, P, W): the embeddings of up to P distinct words drawn from each caption (ids (B, L)), BOS elsewhere.
+
+    Words are drawn without replacement with probability proportional to `weights` (inverse frequency,
+    Gumbel top-k), so the keywords are mostly the words that tell captions apart (objects, places) rather
+    than "a" and "the"."""
     slots = model.config.prefix_tokens
     words = ids > EOS + 1  # real words: not PAD, BOS, EOS or UNK
-    scores = torch.rand(ids.shape, generator=generator).masked_fill(~words, -1.0)  # random order of the words
+    gumbel = -torch.log(-torch.log(torch.rand(ids.shape, generator=generator).clamp(1e-9, 1 - 1e-9)))
+    scores = (weights[ids].log() + gumbel).masked_fill(~words, float("-inf"))
     picked = scores.topk(min(slots, ids.shape[1]), dim=1)  # (B, P)
-    chosen = torch.where(picked.values >= 0, ids.gather(1, picked.indices), torch.full_like(picked.indices, BOS))
+    chosen = torch.where(picked.values > float("-inf"), ids.gather(1, picked.indices),
+                         torch.full_like(picked.indices, BOS))
     chosen[torch.rand(len(ids), generator=generator) < empty_share] = BOS
     if chosen.shape[1] < slots:
         chosen = torch.cat([chosen, torch.full((len(ids), slots - chosen.shape[1]), BOS)], dim=1)
@@ -126,6 +141,7 @@ def train_caption_lm(captions: list[str], config: CaptionLMConfig) -> CaptionLan
         torch.manual_seed(config.seed)
         model = CaptionLanguageModel(WordTokenizer.build(captions, config.max_length), config)
     ids = model.tokenizer.encode(captions)  # (N, L)
+    weights = keyword_weights(ids, model.tokenizer.vocab_size)
     batch = min(config.batch_size, len(ids))
     steps = config.epochs * (len(ids) // batch)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
@@ -136,7 +152,7 @@ def train_caption_lm(captions: list[str], config: CaptionLMConfig) -> CaptionLan
         order = torch.randperm(len(ids), generator=generator)
         for start in range(0, len(ids) - batch + 1, batch):
             rows = ids[order[start : start + batch]]
-            loss = model.caption_loss(rows, keyword_prefix(model, rows, generator))
+            loss = model.caption_loss(rows, keyword_prefix(model, rows, weights, generator))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -148,7 +164,7 @@ def train_caption_lm(captions: list[str], config: CaptionLMConfig) -> CaptionLan
 
 def cached_caption_lm(captions: list[str], config: CaptionLMConfig) -> CaptionLanguageModel:
     """`train_caption_lm`, trained once per (captions, settings) and kept in the data cache folder."""
-    digest = hashlib.sha256(json.dumps([captions, asdict(config)]).encode()).hexdigest()[:24]
+    digest = hashlib.sha256(json.dumps([RECIPE, captions, asdict(config)]).encode()).hexdigest()[:24]
     path = Path(cache_dir()) / f"caption-lm-{digest}.safetensors"
     if path.is_file():
         with safe_open(str(path), framework="pt") as handle:
