@@ -129,30 +129,36 @@ def curate_step() -> dict[str, Any]:
     if not folder.exists():
         folder.mkdir(parents=True)
         rng = np.random.default_rng(SEED)
-        images = source.test.images[:300, :, :, 0]
+        chosen = np.sort(rng.choice(len(source.test), 300, replace=False))  # the split is ordered by class
+        images, labels = source.test.images[chosen, :, :, 0], source.test.labels[chosen]
         for index, image in enumerate(images):
-            Image.fromarray(image).save(folder / f"digit{index:03d}_label{source.test.labels[index]}.png")
+            Image.fromarray(image).save(folder / f"digit{index:03d}_label{labels[index]}.png")
         for copy, index in enumerate(rng.choice(300, 30, replace=False)):
             noisy = images[index].astype(np.int16) + (rng.integers(-8, 9, images[index].shape) if copy >= 15 else 0)
             Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(folder / f"zcopy{copy:02d}_of_{index:03d}.png")
-    if out.exists():
-        import shutil
+    import shutil
 
-        shutil.rmtree(out)
-    config = CurationConfig(data=f"folder:{folder}", out=str(out), exclude=("a 7",),
-                            against=tuple(f"a {d}" for d in range(10) if d != 7), model=str(RUNS / "clip_digits"),
-                            duplicate_threshold=0.95, copy=False)
-    summary = curate_folder(config)
-    manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
-    sevens = {row["file"] for row in manifest if row["file"].startswith("digit") and row["file"].endswith("label7.png")}
-    excluded = {row["file"] for row in manifest if (row["reason"] or "").startswith("matches exclusion")}
-    duplicates = {row["file"] for row in manifest if (row["reason"] or "").startswith("near-duplicate")}
-    copies = {row["file"] for row in manifest if row["file"].startswith("zcopy")}
-    return {"summary": summary, "sevens": len(sevens), "sevens_excluded": len(sevens & excluded),
-            "other_digits_excluded": len(excluded - sevens - copies), "copies": len(copies),
-            "copies_dropped_as_duplicates": len(copies & duplicates),
+    rows = {}
+    for threshold in (0.95, 0.98):
+        if out.exists():
+            shutil.rmtree(out)
+        config = CurationConfig(data=f"folder:{folder}", out=str(out), exclude=("a 7",),
+                                against=tuple(f"a {d}" for d in range(10) if d != 7),
+                                model=str(RUNS / "clip_digits"), duplicate_threshold=threshold, copy=False)
+        summary = curate_folder(config)
+        manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+        kind = {row["file"]: (row["reason"] or "").partition(":")[0] for row in manifest}
+        sevens = {f for f in kind if f.startswith("digit") and f.endswith("label7.png")}
+        excluded = {f for f, k in kind.items() if k == "excluded by text query"}
+        duplicates = {f for f, k in kind.items() if k == "near-duplicate"}
+        copies = {f for f in kind if f.startswith("zcopy")}
+        rows[f"duplicate threshold {threshold}"] = {
+            "images": summary["images"], "kept": summary["kept"], "sevens": len(sevens),
+            "sevens_excluded": len(sevens & excluded), "other_digits_excluded": len(excluded - sevens - copies),
+            "copies": len(copies), "copies_dropped_as_duplicates": len(copies & duplicates),
             "copies_dropped_as_sevens": len(copies & excluded),
             "originals_dropped_as_duplicates": len(duplicates - copies)}
+    return rows
 
 
 STEPS = {"clip": clip_step, "curate": curate_step, "gpt4image": gpt4image_step,

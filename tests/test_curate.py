@@ -46,9 +46,11 @@ def test_curate_writes_manifest_and_never_touches_the_input(tmp_path: Path, caps
     assert snapshot(folder) == before
     manifest = [json.loads(line) for line in (tmp_path / "curated" / "manifest.jsonl").read_text().splitlines()]
     reasons = {row["file"]: row["reason"] for row in manifest}
-    assert reasons["broken.png"] == "unreadable image"
-    assert reasons["im1_copy.png"].startswith("near-duplicate of im1.png")
-    assert "not allowed" in reasons["im4.png"]
+    assert reasons["broken.png"].startswith("unreadable:")
+    assert reasons["im1_copy.png"].startswith("near-duplicate: of im1.png")
+    assert reasons["im4.png"].startswith("licence:") and "not allowed" in reasons["im4.png"]
+    summary = json.loads((tmp_path / "curated" / "summary.json").read_text())
+    assert summary["dropped_by_reason"] == {"unreadable": 1, "licence": 1, "near-duplicate": 1}
     kept = sorted(p.name for p in (tmp_path / "curated" / "images").iterdir())
     assert kept == ["im0.png", "im1.png", "im2.png", "im3.png", "im5.png"]
     assert (tmp_path / "curated" / "kept.txt").read_text().split() == kept
@@ -69,7 +71,7 @@ def test_exclusion_with_a_clip_run(tmp_path: Path) -> None:
         assert main(["curate", f"folder:{folder}", "--out", str(out), "--model", str(run), "--exclude", "a 3",
                      "--exclude-threshold", threshold, "--duplicate-threshold", "1", "--no-copy"]) == 0
         summary = json.loads((out / "summary.json").read_text())
-        assert summary["dropped_by_reason"].get("matches exclusion query", 0) == expected
+        assert summary["dropped_by_reason"].get("excluded by text query", 0) == expected
     assert snapshot(folder) == before
 
 

@@ -9,8 +9,8 @@ humans", arXiv 2109.13228), with the parts PASS did by hand or with a detector d
    with humans using a face/person detector and human review; here the rule is only as good as the run's
    text side (a CLIP trained on a small caption set knows only that set's words);
 3. near-duplicates: among the remaining images, in sorted file order, an image whose embedding (the
-   model's pooled features, or 16x16 grey thumbnails without a model) is at least `duplicate_threshold`
-   cosine-similar to an earlier kept image is dropped, naming it.
+   model's pooled features standardised over the folder, or mean-centred 16x16 grey thumbnails without a
+   model) is at least `duplicate_threshold` cosine-similar to an earlier kept image is dropped, naming it.
 Unreadable files are dropped first. The input folder is only read: the output folder (which must lie
 outside it) receives `manifest.jsonl` (every file: kept or not, the reason, its scores), `kept.txt`,
 `summary.json` and, unless `copy` is off, copies of the kept images under `images/` (same relative paths).
@@ -100,6 +100,14 @@ def thumbnails(images: np.ndarray) -> torch.Tensor:
     return F.normalize(small - small.mean(dim=1, keepdim=True), dim=1)
 
 
+def centred(features: torch.Tensor) -> torch.Tensor:
+    """Features (N, D) standardised over the folder, then L2-normalised. Pooled CNN features are all
+    non-negative (ReLU, average pooling), so their raw cosine similarity is high for any two images
+    (measured: 0.95 flagged 97 % of 330 distinct digits); standardised, distinct images stop looking alike."""
+    mean, std = features.mean(dim=0), features.std(dim=0).clamp(min=1e-6)
+    return F.normalize((features - mean) / std, dim=1)
+
+
 def curate_folder(config: CurationConfig, device: torch.device | None = None) -> dict[str, Any]:
     """Runs the curation; returns the summary written to OUT/summary.json."""
     root, out = check_folders(config)
@@ -117,7 +125,8 @@ def curate_folder(config: CurationConfig, device: torch.device | None = None) ->
             raise PretrainlabError(f"--exclude {reason}")
     size, grey = (target.img_size, target.in_chans == 1) if target else (64, True)
     images, readable = decode_files(files, size, grey)
-    reasons: dict[int, str] = {i: "unreadable image" for i in range(len(files)) if i not in set(readable)}
+    reasons: dict[int, str] = {i: "unreadable: not a decodable image" for i in range(len(files))
+                               if i not in set(readable)}
     scores: dict[int, dict[str, float]] = {}
     if config.metadata:
         for index, reason in licence_drops(names, read_licences(Path(config.metadata)),
@@ -141,7 +150,7 @@ def curate_folder(config: CurationConfig, device: torch.device | None = None) ->
                 reasons[readable[row]] = drops[position]
         alive = [row for row in alive if readable[row] not in reasons]
     if config.duplicate_threshold < 1 and alive:
-        signature = F.normalize(features[alive], dim=1) if features is not None else thumbnails(images[alive])
+        signature = centred(features[alive]) if features is not None else thumbnails(images[alive])
         for position, reason in duplicate_drops(signature, [names[readable[r]] for r in alive],
                                                 config.duplicate_threshold).items():
             reasons[readable[alive[position]]] = reason
@@ -161,7 +170,7 @@ def write_outputs(config: CurationConfig, root: Path, out: Path, files: list[Pat
                          **({"exclusion_scores": scores[i]} if i in scores else {})}) for i in range(len(files))]
     with atomic_path(out / "kept.txt") as tmp:
         tmp.write_text("".join(f"{names[i]}\n" for i in kept))
-    by_reason = Counter(reason.split(" (")[0].split(" '")[0] for reason in reasons.values())
+    by_reason = Counter(reason.partition(":")[0] for reason in reasons.values())
     summary = {"input": str(root), "images": len(files), "kept": len(kept), "dropped": len(reasons),
                "dropped_by_reason": dict(by_reason), "settings": {**config.__dict__, "out": str(out)}}
     with atomic_path(out / "summary.json") as tmp:

@@ -2,6 +2,7 @@
 
 Each filter looks at the images still kept and returns {index: reason} for those it drops, plus the
 scores it computed, so the manifest can say why every image went and a user can re-tune a threshold.
+A reason reads "KIND: detail"; the summary counts the kinds.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def exclusion_drops(image_embeddings: torch.Tensor, query_embeddings: torch.Tens
     else:
         matched = best >= threshold
         rule = f"cosine >= {threshold:g}"
-    return ({int(i): f"matches exclusion query '{queries[int(which[i])]}' (cosine {float(best[i]):.3f}, {rule})"
+    return ({int(i): f"excluded by text query: '{queries[int(which[i])]}' (cosine {float(best[i]):.3f}, {rule})"
              for i in matched.nonzero().flatten()}, similarity)
 
 
@@ -54,7 +55,7 @@ def duplicate_drops(embeddings: torch.Tensor, names: list[str], threshold: float
         if kept_index:
             value, position = (kept[: len(kept_index)] @ embedding).max(dim=0)
             if float(value) >= threshold:
-                drops[index] = f"near-duplicate of {names[kept_index[int(position)]]} (cosine {float(value):.3f})"
+                drops[index] = f"near-duplicate: of {names[kept_index[int(position)]]} (cosine {float(value):.3f})"
                 continue
         kept[len(kept_index)] = embedding
         kept_index.append(index)
@@ -87,7 +88,7 @@ def licence_drops(names: list[str], licences: dict[str, str], allowed: list[str]
     for index, name in enumerate(names):
         licence = licences.get(name, "")
         if not licence:
-            drops[index] = "no licence metadata"
+            drops[index] = "licence: no licence metadata"
         elif allowed_set is not None and licence.lower() not in allowed_set:
-            drops[index] = f"licence '{licence}' is not allowed ({', '.join(allowed)})"
+            drops[index] = f"licence: '{licence}' is not allowed ({', '.join(allowed)})"
     return drops
