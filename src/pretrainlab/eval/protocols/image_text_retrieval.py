@@ -19,7 +19,7 @@ import torch
 
 from pretrainlab.data.captions import image_captions
 from pretrainlab.eval.image_text import load_image_text_model, needs_captions, text_tower_missing
-from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, NotApplicable, applies_when
+from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, NotApplicable, applies_when, takes_options
 from pretrainlab.eval.record import EvalResult
 
 RECALL_AT = (1, 5, 10)
@@ -43,6 +43,7 @@ def image_text_recalls(images: torch.Tensor, texts: torch.Tensor, owners: torch.
 
 @PROTOCOLS.register("image_text_retrieval")
 @applies_when(needs_captions)
+@takes_options()
 def image_text_retrieval_protocol(context: EvalContext) -> list[EvalResult]:
     started = time.perf_counter()
     if (reason := text_tower_missing(context.target)) is not None:

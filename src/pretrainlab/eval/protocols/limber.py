@@ -20,7 +20,7 @@ import time
 
 from pretrainlab.data.captions import image_captions
 from pretrainlab.eval.image_text import features_at_size, needs_captions
-from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, applies_when
+from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, applies_when, takes_options
 from pretrainlab.eval.record import EvalResult
 from pretrainlab.language.caption_lm import CaptionLMConfig, cached_caption_lm
 from pretrainlab.language.limber import (
@@ -35,6 +35,7 @@ from pretrainlab.language.text_metrics import corpus_bleu, words
 
 @PROTOCOLS.register("limber")
 @applies_when(needs_captions)
+@takes_options("prefix_tokens", "map_epochs", "lm_epochs", "img_size")
 def limber_protocol(context: EvalContext) -> list[EvalResult]:
     started = time.perf_counter()
     options, source = context.options, context.source

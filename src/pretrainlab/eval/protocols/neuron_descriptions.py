@@ -21,7 +21,7 @@ import torch
 
 from pretrainlab.data.source import ImageSource
 from pretrainlab.eval.features import evaluating, input_batches, normalisation
-from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, applies_when
+from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, applies_when, takes_options
 from pretrainlab.eval.record import EvalResult
 from pretrainlab.eval.target import EvalTarget
 from pretrainlab.language.neuron_descriptions import NeuronDescription, agreement, describe_neurons
@@ -63,6 +63,7 @@ def describe_target(target: EvalTarget, source: ImageSource, device: torch.devic
 
 @PROTOCOLS.register("neuron_descriptions")
 @applies_when(needs_object_masks)
+@takes_options("layer", "quantile", "max_images", "img_size")
 def neuron_descriptions_protocol(context: EvalContext) -> list[EvalResult]:
     started = time.perf_counter()
     options = context.options

@@ -26,7 +26,7 @@ from pretrainlab.data.synthetic_captions import with_article
 from pretrainlab.errors import PretrainlabError
 from pretrainlab.eval.average_precision import average_precisions
 from pretrainlab.eval.image_text import ImageTextModel, load_image_text_model, text_tower_missing
-from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, NotApplicable, applies_when
+from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, NotApplicable, applies_when, takes_options
 from pretrainlab.eval.record import EvalResult
 
 DEFAULT_TEMPLATES = ("{}", "a photo of {}.", "an image of {}.", "a picture showing {}.")
@@ -68,6 +68,7 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
 
 @PROTOCOLS.register("zero_shot")
 @applies_when(needs_class_names)
+@takes_options("templates")
 def zero_shot_protocol(context: EvalContext) -> list[EvalResult]:
     started = time.perf_counter()
     if (reason := text_tower_missing(context.target)) is not None:
