@@ -112,7 +112,7 @@ def curate_folder(config: CurationConfig, device: torch.device | None = None) ->
     """Runs the curation; returns the summary written to OUT/summary.json."""
     root, out = check_folders(config)
     device = device or torch.device("cpu")
-    files = list_images(root)[0]
+    files, _, _, skipped = list_images(root)  # skipped: symlink loops, FIFOs, ... (never opened)
     if not files:
         raise PretrainlabError(f"no images in {root}")
     names = [str(f.relative_to(root)) for f in files]
@@ -154,11 +154,11 @@ def curate_folder(config: CurationConfig, device: torch.device | None = None) ->
         for position, reason in duplicate_drops(signature, [names[readable[r]] for r in alive],
                                                 config.duplicate_threshold).items():
             reasons[readable[alive[position]]] = reason
-    return write_outputs(config, root, out, files, names, reasons, scores)
+    return write_outputs(config, root, out, files, names, reasons, scores, skipped)
 
 
 def write_outputs(config: CurationConfig, root: Path, out: Path, files: list[Path], names: list[str],
-                  reasons: dict[int, str], scores: dict[int, dict[str, float]]) -> dict[str, Any]:
+                  reasons: dict[int, str], scores: dict[int, dict[str, float]], skipped: list[str]) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     kept = [index for index in range(len(files)) if index not in reasons]
     if config.copy:
@@ -172,7 +172,8 @@ def write_outputs(config: CurationConfig, root: Path, out: Path, files: list[Pat
         tmp.write_text("".join(f"{names[i]}\n" for i in kept))
     by_reason = Counter(reason.partition(":")[0] for reason in reasons.values())
     summary = {"input": str(root), "images": len(files), "kept": len(kept), "dropped": len(reasons),
-               "dropped_by_reason": dict(by_reason), "settings": {**config.__dict__, "out": str(out)}}
+               "dropped_by_reason": dict(by_reason), "skipped_entries": skipped,
+               "settings": {**config.__dict__, "out": str(out)}}
     with atomic_path(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1))
     with atomic_path(out / "manifest.jsonl") as tmp:  # last: its presence marks a finished curation

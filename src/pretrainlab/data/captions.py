@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from pretrainlab.data.cache import cache_key, cached_array
-from pretrainlab.data.folder import DEFAULT_DECODE_SIZE, decode_all, is_grayscale
+from pretrainlab.data.folder import DECODE_VERSION, DEFAULT_DECODE_SIZE, decode_all, is_grayscale
 from pretrainlab.data.source import ImageSet, ImageSource
 from pretrainlab.data.splits import SPLIT_SEED, TEST_FRACTION, stratified_indices
 from pretrainlab.errors import PretrainlabError
@@ -170,7 +170,7 @@ def decode_images(files: list[Path], size: int) -> tuple[np.ndarray, np.ndarray]
     for f in files:
         stat = f.stat()
         digest.update(f"{f}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    key = cache_key("captions", digest.hexdigest(), size, mode)
+    key = cache_key("captions", digest.hexdigest(), size, mode, DECODE_VERSION)
     decoded: dict[str, np.ndarray] = {}
 
     def decode() -> np.ndarray:
