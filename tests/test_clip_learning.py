@@ -1,5 +1,6 @@
 """CLIP learns: a short run on synthetic captions of composed canvases beats its own random init on
-zero-shot classification (multi-label mAP on the held-out canvases) and image-text retrieval."""
+zero-shot classification (multi-label mAP on the held-out canvases), image-text retrieval and the DenseCLIP
+probe (zero-shot score maps and the trained probe)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from pathlib import Path
 
 from pretrainlab.data import load_source
 from pretrainlab.pipeline import build_run_config, evaluate_backbone, pretrain, untrained_run
+
+# The DenseCLIP probe at the run's own scale (28 px canvases), its heads trained briefly.
+DENSE_OPTIONS = {"img_size": 28, "dense_epochs": 1, "dense_min_steps": 20}
 
 
 def test_short_clip_run_beats_random_init_on_zero_shot(tmp_path: Path) -> None:
@@ -22,10 +26,14 @@ def test_short_clip_run_beats_random_init_on_zero_shot(tmp_path: Path) -> None:
         assert (tmp_path / "clip" / name).is_file() and (random_run / name).is_file()
 
     def scores(run: Path) -> dict[str, float]:
-        results = evaluate_backbone(str(run), source.spec, ["zero_shot", "image_text_retrieval"], img_size=28,
-                                    source=source)
+        results = evaluate_backbone(str(run), source.spec, ["zero_shot", "image_text_retrieval", "denseclip"],
+                                    img_size=28, source=source, options=DENSE_OPTIONS)
         return {result.metric: result.value for result in results}
 
     trained, untrained = scores(tmp_path / "clip"), scores(random_run)
     assert trained["mAP"] >= untrained["mAP"] + 8, (trained, untrained)
     assert trained["rsum"] >= untrained["rsum"] + 30, (trained, untrained)
+    # DenseCLIP: the pixel-text score maps alone (zero-shot) and the probe beat the random towers' (measured
+    # at this seed: 8.6 vs 7.2 and 16.0 vs 12.7 mIoU; the study's 20-epoch run reaches far more zero-shot).
+    assert trained["zero_shot_mIoU"] >= untrained["zero_shot_mIoU"] + 1, (trained, untrained)
+    assert trained["mIoU"] >= untrained["mIoU"] + 2, (trained, untrained)
