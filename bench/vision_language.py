@@ -91,6 +91,23 @@ def gpt4image_step() -> dict[str, Any]:
     return rows
 
 
+def gpt4image_seed_step(seed: int = 1) -> dict[str, Any]:
+    """The GPT4Image comparison again at another seed: both runs trained (resumably) and evaluated."""
+    rows = {}
+    for name in ("simclr", "simclr_gpt4image"):
+        method, data, train, options = RUN_PLAN[name]
+        run = f"{name}_seed{seed}"
+        if not (RUNS / run / "backbone.safetensors").exists():
+            started = time.perf_counter()
+            config = run_config(run, method, data, {**train, "seed": seed}, options)
+            pretrain(config, resume=(RUNS / run / "checkpoints" / "last.pt").exists(), show_progress=False)
+            print(f"{run}: {time.perf_counter() - started:.0f} s", flush=True)
+        rows[run] = {**scores(str(RUNS / run), "composed:builtin:2000", ["multilabel"]),
+                     **{f"builtin {k}": v for k, v in scores(str(RUNS / run), "builtin", ["knn", "linear"]).items()}}
+        print(run, rows[run], flush=True)
+    return rows
+
+
 # Backbones probed by LiMBeR and neuron descriptions, each at the size where digits have its training scale:
 # runs trained on 28 px canvases (14 px digits) at 28 px, runs trained on single 28 px digits at 56 px.
 PROBED = {
@@ -161,7 +178,64 @@ def curate_step() -> dict[str, Any]:
     return rows
 
 
-STEPS = {"clip": clip_step, "curate": curate_step, "gpt4image": gpt4image_step,
+# DenseCLIP: image-text runs get the denseclip protocol (score maps, text-initialised probe, plain probe at the
+# same settings); backbones without a text tower the plain dense probe. All at 28 px, their training scale.
+DENSE_ROWS = {
+    "CLIP, text transformer": ("clip", "denseclip"),
+    "CLIP, frozen MiniLM tower": ("clip_minilm", "denseclip"),
+    "CLIP random init": ("clip_random", "denseclip"),
+    "SimCLR (canvases)": ("simclr", "dense"),
+    "SimCLR + GPT4Image (canvases)": ("simclr_gpt4image", "dense"),
+    "random tinycnn": ("timm:tinycnn", "dense"),
+}
+DENSE_TRAIN_SIZES = (2000, 50)  # training canvases for the probes: all, and a low-label regime
+
+
+def dense_step() -> dict[str, Any]:
+    from pretrainlab.data.subsets import limit_source
+
+    full = load_source("composed:builtin:2000")
+    rows: dict[str, Any] = {}
+    for size in DENSE_TRAIN_SIZES:
+        source = limit_source(full, max_train=size)
+        for label, (name, protocol) in DENSE_ROWS.items():
+            if size < len(full.train) and "GPT4Image" in label:
+                continue  # the low-label regime: the image-text runs against SimCLR and random
+            spec = name if name.startswith("timm:") else str(RUNS / name)
+            results = evaluate_backbone(spec, source.spec, [protocol], img_size=IMG_SIZE, source=source,
+                                        options={"img_size": IMG_SIZE}, store=STORE)
+            row = {r.metric: round(r.value, 2) for r in results}
+            rows[f"{label} | {size} train canvases"] = row
+            print(label, size, row, flush=True)
+    return rows
+
+
+GROUNDING_ROWS = {
+    "CLIP, text transformer": "clip",
+    "CLIP, frozen MiniLM tower": "clip_minilm",
+    "SimCLR (canvases)": "simclr",
+    "SimCLR + GPT4Image (canvases)": "simclr_gpt4image",
+    "random tinycnn": "timm:tinycnn",
+}
+
+
+def grounding_step() -> dict[str, Any]:
+    """Answer grounding on the canvases' generated questions, every backbone at 28 px."""
+    source = load_source("composed:builtin:2000")
+    rows: dict[str, Any] = {}
+    for label, name in GROUNDING_ROWS.items():
+        spec = name if name.startswith("timm:") else str(RUNS / name)
+        results = evaluate_backbone(spec, source.spec, ["answer_grounding"], img_size=IMG_SIZE, source=source,
+                                    options={"img_size": IMG_SIZE}, store=STORE)
+        rows[label] = {r.metric: round(r.value, 2) for r in results}
+        rows[label]["settings"] = {k: results[0].settings[k] for k in ("train_questions", "test_questions",
+                                                                       "iou_all_objects", "examples")}
+        print(label, rows[label], flush=True)
+    return rows
+
+
+STEPS = {"dense": dense_step, "grounding": grounding_step, "clip": clip_step, "curate": curate_step,
+         "gpt4image": gpt4image_step, "gpt4image_seed1": gpt4image_seed_step,
          "limber": lambda: probe_step(DATA, "limber"),
          "milan": lambda: probe_step("composed:builtin:2000", "neuron_descriptions")}
 
