@@ -11,6 +11,7 @@ from typing import Any
 
 from pretrainlab.allocator import keep_freed_memory
 from pretrainlab.cli_results import add_results_commands, add_store_flag
+from pretrainlab.cli_scale import add_scale_commands
 from pretrainlab.errors import PretrainlabError
 
 EXIT_USAGE = 2
@@ -20,7 +21,7 @@ EXIT_INTERRUPTED = 130
 def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", required=True, help="pretext task (pretrainlab list methods)")
     parser.add_argument("--backbone", help="timm model name (pretrainlab list backbones)")
-    parser.add_argument("--data", help="builtin | npz:PATH | folder:PATH | torchvision:NAME[:ROOT]")
+    parser.add_argument("--data", help="builtin | npz:PATH | folder:PATH | torchvision:NAME[:ROOT] | shards:DIR")
     parser.add_argument("--out", help="run folder (default runs/METHOD)")
     parser.add_argument("--img-size", type=int, help="training image size (default: the data's)")
     parser.add_argument("--max-train", type=int, help="pre-train on a fixed class-balanced subset of this many "
@@ -36,15 +37,16 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
                        ("weight-decay", float), ("momentum", float), ("lars-trust", float), ("warmup-epochs", float),
                        ("precision", str), ("grad-clip", float), ("accumulate", int), ("checkpoint-every", int),
                        ("knn-every", int), ("log-every", int), ("seed", int), ("device", str), ("stop-after", int),
-                       ("lr-scaling", str)]:
+                       ("lr-scaling", str), ("workers", int), ("shuffle-buffer", int)]:
         train.add_argument(f"--{flag}", type=kind)
-    for flag in ("channels-last", "compile", "sync-batchnorm"):  # --no-FLAG turns a recipe's True off
+    for flag in ("channels-last", "compile", "sync-batchnorm", "gpu-decode"):  # --no-FLAG turns a recipe's True off
         train.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=None)
 
 
 TRAIN_FLAGS = ("epochs", "batch_size", "optimizer", "lr", "min_lr", "weight_decay", "momentum", "lars_trust",
                "warmup_epochs", "precision", "grad_clip", "accumulate", "checkpoint_every", "knn_every", "log_every",
-               "seed", "device", "stop_after", "lr_scaling", "channels_last", "compile", "sync_batchnorm")
+               "seed", "device", "stop_after", "lr_scaling", "channels_last", "compile", "sync_batchnorm", "workers",
+               "shuffle_buffer", "gpu_decode")
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
@@ -174,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=run_export)
 
     add_results_commands(commands)  # gauntlet, compare, store rebuild, report
+    add_scale_commands(commands)  # shard
 
     listing = commands.add_parser("list", help="list methods, backbones, datasets or protocols")
     listing.add_argument("what", choices=["methods", "backbones", "datasets", "protocols"])

@@ -21,6 +21,7 @@ from pretrainlab.atomic import atomic_path
 from pretrainlab.backbones import Backbone, create_backbone
 from pretrainlab.config import build_config, config_to_dict
 from pretrainlab.data import ImageSource, load_source
+from pretrainlab.data.shard_source import StreamSource, open_stream
 from pretrainlab.data.subsets import limit_source
 from pretrainlab.distributed import is_distributed, rank, world_size
 from pretrainlab.errors import PretrainlabError
@@ -110,10 +111,21 @@ def build_run_config(method: str, overrides: dict[str, Any], train_overrides: di
     return config
 
 
-def method_context(source: ImageSource, img_size: int) -> MethodContext:
+def method_context(source: ImageSource | StreamSource, img_size: int) -> MethodContext:
     mean, std = source.channel_stats()
     return MethodContext(img_size=img_size, in_chans=source.channels, mean=tuple(mean), std=tuple(std),
                          num_classes=source.num_classes, dataset_size=len(source.train))
+
+
+def training_source(config: RunConfig) -> ImageSource | StreamSource:
+    """The data to pre-train on: decoded (and cached) images, or shards streamed by loader workers."""
+    kind, _, argument = config.data.partition(":")
+    if kind != "shards":
+        source = load_source(config.data, image_size=config.img_size, download=config.download)
+        return limit_source(source, config.max_train)
+    if config.max_train is not None:
+        raise PretrainlabError("--max-train takes a subset of decoded data; with shards, write a smaller shard set")
+    return open_stream(argument, image_size=config.img_size)
 
 
 def knn_monitor(source: ImageSource, context: MethodContext, device: torch.device):  # noqa: ANN201
@@ -178,28 +190,31 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
     if not resume and checkpoint_path(run_dir).exists():
         raise PretrainlabError(f"{run_dir} already holds a run; add --resume to continue it, or choose another --out")
     device = resolve_device(config.train.device)
-    source = source or load_source(config.data, image_size=config.img_size, download=config.download)
-    source = limit_source(source, config.max_train)
+    source = limit_source(source, config.max_train) if source is not None else training_source(config)
     img_size = config.img_size or source.image_size[0]
     context = method_context(source, img_size)
     torch.manual_seed(config.train.seed)  # identical initial weights on every rank and every rerun
     backbone = create_backbone(config.backbone, img_size, source.channels)
     method_class = METHODS.get(config.method)
+    if method_class.needs_labels and isinstance(source, StreamSource):
+        source.require_labels(f"method '{config.method}'")
     method_config = build_config(method_class.config_class, config.method_options, config.method)
     method = method_class(backbone, method_config, context).to(device)
-    monitor = knn_monitor(source, context, device) if source.labelled and source.test is not None else None
+    monitored = isinstance(source, ImageSource) and source.labelled and source.test is not None
+    monitor = knn_monitor(source, context, device) if monitored else None
     trainer = Trainer(method, source.train, config.train, run_dir, device, monitor, show_progress)
     if rank() == 0 and not resume:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_config(run_dir, config, {
             "img_size": img_size, "in_chans": source.channels, "mean": list(context.mean), "std": list(context.std),
             "num_classes": source.num_classes, "train_images": len(source.train), "split": source.split_note,
-            "steps_per_epoch": trainer.plan.steps_per_epoch, "world_size": world_size(),
+            "steps_per_epoch": trainer.steps_per_epoch, "world_size": world_size(),
             "pretrainlab": pretrainlab.__version__, "torch": str(torch.__version__),
         })
     summary = trainer.fit(resume=resume)
     if rank() == 0:  # input / masked / reconstructed rows, for methods that reconstruct pixels
-        save_reconstruction_grid(method, source.train.images, run_dir / "reconstructions.png", device)
+        preview = source.preview if isinstance(source, StreamSource) else source.train
+        save_reconstruction_grid(method, preview.images, run_dir / "reconstructions.png", device)
     summary.update({"run_dir": str(run_dir), "method": config.method, "backbone": config.backbone})
     return summary
 

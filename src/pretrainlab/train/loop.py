@@ -18,7 +18,9 @@ from tqdm import tqdm
 
 from pretrainlab.allocator import keep_freed_memory
 from pretrainlab.backbones import save_backbone
-from pretrainlab.data.loader import BatchPlan, batches
+from pretrainlab.data.loader import MemoryFeed
+from pretrainlab.data.shard_feed import ShardFeed
+from pretrainlab.data.shards import ShardSplit
 from pretrainlab.data.source import ImageSet
 from pretrainlab.distributed import is_distributed, rank, world_size
 from pretrainlab.errors import PretrainlabError
@@ -59,12 +61,13 @@ class Trainer:
 
     Args:
         method: the pretext task (already on `device`).
-        images: the training split (labels are passed to methods that use them).
+        images: the training split (labels are passed to methods that use them): decoded images, or a split of
+            tar shards that loader workers stream (`shards:` data).
         monitor: optional callable(backbone, epoch) -> scalars, e.g. an online kNN accuracy.
     """
 
-    def __init__(self, method: Method, images: ImageSet, config: TrainConfig, run_dir: Path, device: torch.device,
-                 monitor: Monitor | None = None, show_progress: bool = True) -> None:
+    def __init__(self, method: Method, images: ImageSet | ShardSplit, config: TrainConfig, run_dir: Path,
+                 device: torch.device, monitor: Monitor | None = None, show_progress: bool = True) -> None:
         if device.type == "cpu":
             keep_freed_memory()
         if config.channels_last:  # views are made channels-last in train_step
@@ -77,9 +80,15 @@ class Trainer:
         self.monitor = monitor
         self.is_main = rank() == 0
         self.show_progress = show_progress and self.is_main
-        self.plan = BatchPlan(len(images), config.batch_size, config.seed, rank(), world_size())
-        self.total_steps = self.plan.steps_per_epoch * config.epochs
-        self.warmup_steps = int(round(config.warmup_epochs * self.plan.steps_per_epoch))
+        if isinstance(images, ShardSplit):
+            self.feed = ShardFeed(images, config.batch_size, config.seed, rank(), world_size(), config.workers,
+                                  config.shuffle_buffer, config.gpu_decode)
+        else:
+            self.feed = MemoryFeed(images, config.batch_size, config.seed, rank(), world_size(), config.prefetch)
+        self.plan = self.feed.plan
+        self.steps_per_epoch = self.feed.steps_per_epoch
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.warmup_steps = int(round(config.warmup_epochs * self.steps_per_epoch))
         self.model: nn.Module = method
         if config.sync_batchnorm and is_distributed():
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(method)
@@ -93,22 +102,24 @@ class Trainer:
         self._interrupted = False
 
     # -- state ---------------------------------------------------------------------------------
-    def state(self, step: int) -> dict[str, Any]:
+    def state(self, step: int, stream: dict[str, Any] | None = None) -> dict[str, Any]:
         return {"method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict(), "step": step}
+                "scaler": self.scaler.state_dict(), "step": step, "stream": stream or {}}
 
     def restore(self) -> int:
         state = load_checkpoint(self.run_dir)
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
+        self.feed.load_state_dict(state.get("stream", {}))
         if self.is_main:
             truncate_metrics(self.run_dir, int(state["step"]))
         return int(state["step"])
 
     def checkpoint(self, step: int) -> None:
+        stream = self.feed.state_dict()  # a collective for streamed data: every rank calls it
         if self.is_main:
-            save_checkpoint(self.run_dir, self.state(step))
+            save_checkpoint(self.run_dir, self.state(step, stream))
 
     # -- one step ------------------------------------------------------------------------------
     def train_step(self, step: int, images: torch.Tensor, labels: torch.Tensor | None,
@@ -162,8 +173,7 @@ class Trainer:
         previous_handlers = self._install_signal_handlers()
         self.method.train()
         try:
-            stream = batches(self.images, self.plan, start_step, self.total_steps, self.device,
-                             self.config.prefetch if self.device.type == "cuda" else 0)
+            stream = self.feed.batches(start_step, self.total_steps, self.device)
             for step, images, labels, extras in stream:
                 scalars = self.train_step(step, images, labels, extras)
                 progress.step = step + 1
@@ -187,11 +197,14 @@ class Trainer:
         if self.is_main:
             save_backbone(self.method.backbone, self.run_dir / "backbone.safetensors")
         seconds = time.perf_counter() - started
+        if self.feed.skipped:
+            log.warning("%d unreadable images were skipped while streaming", self.feed.skipped)
         return {"steps": self.total_steps, "seconds": seconds, "final_loss": progress.last_loss,
+                "skipped_images": self.feed.skipped,
                 "images_per_second": (self.total_steps - start_step) * self.config.batch_size / max(seconds, 1e-9)}
 
     def _epoch_end_work(self, step: int) -> None:
-        steps_per_epoch = self.plan.steps_per_epoch
+        steps_per_epoch = self.steps_per_epoch
         every = self.config.checkpoint_every or steps_per_epoch
         if step % every == 0 and step < self.total_steps:
             self.checkpoint(step)
@@ -209,7 +222,7 @@ class Trainer:
         loss = float(scalars["loss"])
         if not math.isfinite(loss):
             raise TrainingDiverged(
-                f"loss became {loss} at step {step + 1} (epoch {step // self.plan.steps_per_epoch}); the last good "
+                f"loss became {loss} at step {step + 1} (epoch {step // self.steps_per_epoch}); the last good "
                 f"checkpoint is in {self.run_dir / 'checkpoints'}; lower --lr, set --grad-clip or use --precision fp32"
             )
 
@@ -219,7 +232,7 @@ class Trainer:
         values = {key: float(value) for key, value in scalars.items()}
         progress.last_loss = values["loss"]
         progress.window_images, progress.window_start = 0, now
-        record = {"step": progress.step, "epoch": progress.step / self.plan.steps_per_epoch,
+        record = {"step": progress.step, "epoch": progress.step / self.steps_per_epoch,
                   "lr": self.optimizer.param_groups[0]["lr"], "images_per_second": rate, **values}
         if self.is_main:
             append_metrics(self.run_dir, record)

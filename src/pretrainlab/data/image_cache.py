@@ -1,0 +1,111 @@
+"""Decoding into a pre-allocated cache file in bounded chunks: peak memory stays flat in the dataset size.
+
+The cache is an ordinary `.npy` file (N, H, W, C) uint8. Its header is written first for the full image
+count, the file is extended to its final size, and each chunk of decoded images is written at its offset
+with plain file writes; only one chunk of decoded images is ever held in memory. (A writable memory map
+would do the same job, but every page it touches stays counted in the process's resident memory until the
+map is closed, so RSS would grow with the dataset.) Files that fail to decode are left out and the rows
+after them move up; at the end the header is rewritten for the images actually written. numpy pads
+`.npy` headers so that the first dimension can change without moving the data, which makes this exact.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from pretrainlab.data.cache import MEMMAP_THRESHOLD_BYTES, cache_dir
+from pretrainlab.errors import PretrainlabError
+
+log = logging.getLogger(__name__)
+
+ChunkDecoder = Callable[[int, int], Sequence[np.ndarray | None]]
+DEFAULT_CHUNK = 1024
+PROGRESS_SECONDS = 10.0
+
+
+def _header(shape: tuple[int, ...]) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+def threaded(decode_one: Callable[[int], np.ndarray | None], workers: int | None = None) -> ChunkDecoder:
+    """A chunk decoder that decodes images start..stop-1 in threads (PIL and libjpeg release the GIL)."""
+    pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1)
+
+    def decode_chunk(start: int, stop: int) -> list[np.ndarray | None]:
+        return list(pool.map(decode_one, range(start, stop)))
+
+    return decode_chunk
+
+
+def write_image_cache(path: Path, count: int, row_shape: tuple[int, int, int], decode_chunk: ChunkDecoder,
+                      chunk: int = DEFAULT_CHUNK, what: str = "images") -> np.ndarray:
+    """Decodes `count` images into the `.npy` file `path`, `chunk` at a time; returns the readable mask (count,).
+
+    `decode_chunk(start, stop)` returns the images start..stop-1, each (H, W, C) uint8 of `row_shape` or None
+    when unreadable. The file appears at `path` only when complete (temporary file, then a rename).
+    """
+    header = _header((count, *row_shape))
+    row_bytes = int(np.prod(row_shape))
+    readable = np.zeros(count, dtype=bool)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    written, started, reported = 0, time.perf_counter(), time.perf_counter()
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(header)
+            handle.truncate(len(header) + count * row_bytes)  # pre-allocated (sparse until written)
+            for start in range(0, count, chunk):
+                images = decode_chunk(start, min(count, start + chunk))
+                good = [image for image in images if image is not None]
+                readable[start : start + len(images)] = [image is not None for image in images]
+                if good:
+                    block = np.stack(good)  # (n, H, W, C): the only decoded images held in memory
+                    if block.shape[1:] != row_shape:
+                        raise PretrainlabError(f"{what}: decoded shape {block.shape[1:]} differs from the first "
+                                               f"images' {row_shape}; all images must decode to one size")
+                    os.pwrite(handle.fileno(), block.tobytes(), len(header) + written * row_bytes)
+                    written += len(good)
+                if time.perf_counter() - reported > PROGRESS_SECONDS:
+                    reported = time.perf_counter()
+                    done = min(count, start + chunk)
+                    log.info("decoded %d / %d %s (%.0f images/s)", done, count, what, done / (reported - started))
+            if written < count:  # unreadable files were left out: shrink the file and restate its shape
+                smaller = _header((written, *row_shape))
+                assert len(smaller) == len(header), "numpy pads .npy headers for a changing first dimension"
+                handle.truncate(len(header) + written * row_bytes)
+                os.pwrite(handle.fileno(), smaller, 0)
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    seconds = time.perf_counter() - started
+    log.info("decoded %d %s into %s in %.1f s (%.0f images/s)", count, what, path, seconds, count / max(seconds, 1e-9))
+    return readable
+
+
+def cached_images(key: str, count: int, row_shape: tuple[int, int, int], decode_chunk: ChunkDecoder,
+                  chunk: int = DEFAULT_CHUNK, what: str = "images") -> tuple[np.ndarray, np.ndarray]:
+    """(images (M, H, W, C) uint8, readable mask (count,)) cached under `key`, decoding on a miss.
+
+    Caches above `MEMMAP_THRESHOLD_BYTES` are served memory-mapped (read-only), smaller ones loaded in RAM.
+    """
+    path, mask_path = cache_dir() / f"{key}.npy", cache_dir() / f"{key}-ok.npy"
+    if not (path.exists() and mask_path.exists()):
+        readable = write_image_cache(path, count, row_shape, decode_chunk, chunk, what)
+        tmp = mask_path.with_name(f"{mask_path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as handle:
+            np.save(handle, readable)
+        os.replace(tmp, mask_path)
+    big = path.stat().st_size > MEMMAP_THRESHOLD_BYTES
+    return np.load(path, mmap_mode="r" if big else None), np.load(mask_path)
