@@ -1,17 +1,22 @@
 """One encoded image -> a fixed-size uint8 array: the step shared by decoded sources, shards and the shard writer.
 
 The image is resized so it covers the target box (shorter side first) and centre-cropped to it, the way
-`folder:` has always decoded. JPEG files are first decoded at a reduced DCT scale when the target is much
-smaller (`Image.draft`): for ImageNet-sized photos decoded to 64 px that skips most of the decoding work.
+`folder:` has always decoded. JPEGs take one of two decoders: when the file is at least twice the box,
+PIL decodes it at a reduced DCT scale (`Image.draft`; for ImageNet-sized photos decoded to 64 px that skips
+most of the work); otherwise torchvision's `decode_jpeg` (libjpeg-turbo), which costs a quarter of PIL's
+per-image overhead on small images (measured on CIFAR-10's 32 px JPEGs: ~10,700 vs ~2,500 images/s a core).
 """
 
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 # Everything PIL raises for a file it cannot read: truncated data, unknown formats, decompression bombs.
@@ -35,9 +40,61 @@ def cover_and_crop(image: Image.Image, height: int, width: int) -> Image.Image:
     return image.crop((left, top, left + width, top + height))
 
 
+def cover_and_crop_tensor(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(C, h, w) uint8 -> (height, width, C) uint8: resized to cover the box with its aspect kept, centre-cropped."""
+    _, source_height, source_width = image.shape
+    scale = max(height / source_height, width / source_width)
+    new_height, new_width = max(height, round(source_height * scale)), max(width, round(source_width * scale))
+    if (new_height, new_width) != (source_height, source_width):
+        resized = F.interpolate(image[None].float(), size=(new_height, new_width), mode="bilinear",
+                                antialias=True, align_corners=False)[0]
+        image = resized.round_().clamp_(0, 255).to(torch.uint8)
+    top, left = (new_height - height) // 2, (new_width - width) // 2
+    return image[:, top : top + height, left : left + width].permute(1, 2, 0)
+
+
+def jpeg_shape(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from a JPEG's start-of-frame marker, without decoding; None when not found."""
+    position = 2
+    while position + 9 < len(data):
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            position += 2
+            continue
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return (int.from_bytes(data[position + 5 : position + 7], "big"),
+                    int.from_bytes(data[position + 7 : position + 9], "big"))
+        position += 2 + length
+    return None
+
+
+def _decode_small_jpeg(data: bytes, mode: str, height: int, width: int) -> np.ndarray | None:
+    """torchvision's decoder for JPEGs less than twice the box (no DCT scaling to gain); None: let PIL try."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    shape = jpeg_shape(data)
+    if shape is None or min(shape[0] / height, shape[1] / width) >= 2:
+        return None
+    with warnings.catch_warnings():  # torchvision 0.29 announces a move of its decoders to torchcodec
+        warnings.simplefilter("ignore")
+        try:
+            image = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8),
+                                mode=ImageReadMode.GRAY if mode == "L" else ImageReadMode.RGB)
+        except RuntimeError:
+            return None
+    return cover_and_crop_tensor(image, height, width).numpy()
+
+
 def decode_image(data: bytes | BinaryIO | Path, size: int, mode: str, aspect: float = 1.0) -> np.ndarray | None:
     """Decodes one image to (size, round(size * aspect), C) uint8, C = 1 for mode "L" else 3; None if unreadable."""
     height, width = box_shape(size, aspect)
+    if isinstance(data, bytes) and data[:2] == b"\xff\xd8":
+        decoded = _decode_small_jpeg(data, mode, height, width)
+        if decoded is not None:
+            return decoded
     try:
         with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
             if image.format == "JPEG":

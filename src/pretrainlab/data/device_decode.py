@@ -12,25 +12,11 @@ import logging
 import warnings
 
 import torch
-import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from pretrainlab.data.decode import box_shape, decode_image
+from pretrainlab.data.decode import box_shape, cover_and_crop_tensor, decode_image
 
 log = logging.getLogger(__name__)
-
-
-def cover_and_crop_tensor(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(C, h, w) uint8 -> (height, width, C) uint8: resized to cover the box with its aspect kept, centre-cropped."""
-    _, source_height, source_width = image.shape
-    scale = max(height / source_height, width / source_width)
-    new_height, new_width = max(height, round(source_height * scale)), max(width, round(source_width * scale))
-    if (new_height, new_width) != (source_height, source_width):
-        resized = F.interpolate(image[None].float(), size=(new_height, new_width), mode="bilinear",
-                                antialias=True, align_corners=False)[0]
-        image = resized.round_().clamp_(0, 255).to(torch.uint8)
-    top, left = (new_height - height) // 2, (new_width - width) // 2
-    return image[:, top : top + height, left : left + width].permute(1, 2, 0)
 
 
 def _decode_jpegs(encoded: list[torch.Tensor], read_mode: ImageReadMode, device: torch.device) -> list:

@@ -194,7 +194,7 @@ def write_split(split: EncodedSplit, name: str, out: Path, shard_bytes: int,
                 if writer is not None:
                     writer.close()
                 entries.append({"name": f"{name}-{len(entries):06d}.tar", "count": 0})
-                writer, used = wds.TarWriter(str(out / entries[-1]["name"]), mtime=0.0), 0
+                writer, used = wds.TarWriter(str(out / entries[-1]["name"]), mtime=0), 0  # int mtime: no pax header
             writer.write(sample)
             entries[-1]["count"] += 1
             used += tar_bytes(sample)

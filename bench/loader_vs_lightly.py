@@ -1,0 +1,132 @@
+"""Loader throughput on the same 50,000 CIFAR-10 JPEGs: shards, the memory-mapped cache, lightly's per-sample loader.
+
+    flock /tmp/pretrainlab-bench.lock python -m bench.loader_vs_lightly [--work /tmp/pretrainlab-loader]
+        [--images 50000] [--batch 512]
+
+The training split of ../shared/data/cifar10_jpeg.npz is written once into --work (never into the repo):
+as tar shards (`pretrainlab shard`, 8 MB each) and as one JPEG file per image for lightly. Each candidate
+then delivers --images images in batches of --batch, and the images/s after its first batch is printed
+(worker start-up is reported apart):
+- shards, 1 and 2 workers: `--data shards:` streaming (read, shuffle buffer, decode, hand over uint8 batches);
+- cache: the decoded uint8 cache (memory-mapped), batches gathered by the Trainer's own BatchPlan;
+- lightly 1.6.0 `LightlyDataset` over the JPEG folder, 1 and 2 DataLoader workers, with a bare `ToTensor`
+  (the decode floor of a per-sample loader) and with `SimCLRTransform` (what a lightly SimCLR run's workers do:
+  decode plus two augmented views per image; pretrainlab makes those views batched on the device instead).
+Writes the table as JSON to --json (default: WORK/loader_vs_lightly.json). Needs the `bench` extra (lightly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.common import CIFAR
+
+
+def timed(batches: Iterable, images: int, batch: int) -> dict[str, float]:
+    """Consumes `images // batch` batches; images/s after the first batch, and the first batch's seconds."""
+    started = time.perf_counter()
+    steps = images // batch
+    first = None
+    for step, _ in zip(range(steps), batches, strict=False):
+        if step == 0:
+            first = time.perf_counter()
+    end = time.perf_counter()
+    return {"images_per_second": (steps - 1) * batch / (end - first), "startup_seconds": first - started}
+
+
+def prepare(work: Path, cifar: Path) -> tuple[Path, Path]:
+    """Shards and a JPEG folder of the CIFAR-10 training split in `work` (written once, reused)."""
+    from pretrainlab.data.shard_writer import parse_size, write_shards
+
+    shards, folder = work / "shards", work / "jpeg"
+    if not (shards / "index.json").exists():
+        write_shards(f"npz:{cifar}", shards, parse_size("8MB"))
+    if not (folder / "done").exists():
+        with np.load(cifar) as archive:
+            data, offsets, labels = archive["jpeg_train"], archive["offsets_train"], archive["y_train"]
+        for label in np.unique(labels):
+            (folder / f"{label}").mkdir(parents=True, exist_ok=True)
+        for i in range(len(offsets) - 1):
+            (folder / f"{labels[i]}" / f"{i:05d}.jpg").write_bytes(data[offsets[i] : offsets[i + 1]].tobytes())
+        (folder / "done").write_text("ok")
+    return shards, folder
+
+
+def shard_batches(shards: Path, batch: int, workers: int) -> Iterable:
+    from pretrainlab.data.shard_feed import ShardFeed
+    from pretrainlab.data.shard_source import open_stream
+
+    feed = ShardFeed(open_stream(str(shards)).train, batch, seed=0, rank=0, world_size=1, workers=workers,
+                     shuffle_buffer=2000)
+    return (images for _, images, _, _ in feed.batches(0, feed.steps_per_epoch, torch.device("cpu")))
+
+
+def cache_batches(cifar: Path, batch: int) -> Iterable:
+    from pretrainlab.data import load_source
+    from pretrainlab.data.loader import MemoryFeed
+
+    feed = MemoryFeed(load_source(f"npz:{cifar}").train, batch, seed=0)  # decoded once into the cache
+    return (images for _, images, _, _ in feed.batches(0, feed.steps_per_epoch, torch.device("cpu")))
+
+
+def lightly_batches(folder: Path, batch: int, workers: int, transform: Callable) -> Iterable:
+    from lightly.data import LightlyDataset
+
+    dataset = LightlyDataset(input_dir=str(folder), transform=transform)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers,
+                                         drop_last=True, persistent_workers=False)
+    return iter(loader)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/pretrainlab-loader"))
+    parser.add_argument("--images", type=int, default=50_000)
+    parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--cifar", type=Path, default=CIFAR, help="cifar10_jpeg.npz (default: ../shared/data/)")
+    args = parser.parse_args()
+    if not args.cifar.exists():
+        raise SystemExit(f"{args.cifar} not found: this benchmark reads the offline CIFAR-10 JPEG copy")
+    import torchvision.transforms as T
+    from lightly.transforms import SimCLRTransform
+
+    torch.set_num_threads(1)  # the loaders' own processes do the work; the consumer only receives
+    shards, folder = prepare(args.work, args.cifar)
+    candidates = {
+        "shards, 1 worker": lambda: shard_batches(shards, args.batch, 1),
+        "shards, 2 workers": lambda: shard_batches(shards, args.batch, 2),
+        "memory-mapped cache": lambda: cache_batches(args.cifar, args.batch),
+        "lightly ToTensor, 1 worker": lambda: lightly_batches(folder, args.batch, 1, T.ToTensor()),
+        "lightly ToTensor, 2 workers": lambda: lightly_batches(folder, args.batch, 2, T.ToTensor()),
+        "lightly SimCLRTransform, 1 worker": lambda: lightly_batches(
+            folder, args.batch, 1, SimCLRTransform(input_size=32, gaussian_blur=0.0)),
+        "lightly SimCLRTransform, 2 workers": lambda: lightly_batches(
+            folder, args.batch, 2, SimCLRTransform(input_size=32, gaussian_blur=0.0)),
+    }
+    rows = {}
+    for name, make in candidates.items():
+        rows[name] = timed(make(), args.images, args.batch)
+        print(f"{name:36s} {rows[name]['images_per_second']:9.0f} images/s  "
+              f"(first batch after {rows[name]['startup_seconds']:.1f} s)", flush=True)
+    reference = rows["lightly ToTensor, 2 workers"]["images_per_second"]
+    print(f"data: CIFAR-10 (JPEG q75) training split, {args.images} images in batches of {args.batch}, 32 px; "
+          f"{os.cpu_count()} CPU cores; ratios to lightly ToTensor with 2 workers:")
+    for name, row in rows.items():
+        print(f"  {name:36s} {row['images_per_second'] / reference:6.2f}x")
+    out = args.json or args.work / "loader_vs_lightly.json"
+    out.write_text(json.dumps({"images": args.images, "batch": args.batch, "cores": os.cpu_count(), "rows": rows},
+                              indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
