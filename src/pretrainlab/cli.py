@@ -37,7 +37,8 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
                        ("weight-decay", float), ("momentum", float), ("lars-trust", float), ("warmup-epochs", float),
                        ("precision", str), ("grad-clip", float), ("accumulate", int), ("checkpoint-every", int),
                        ("knn-every", int), ("log-every", int), ("seed", int), ("device", str), ("stop-after", int),
-                       ("lr-scaling", str), ("workers", int), ("shuffle-buffer", int)]:
+                       ("lr-scaling", str), ("workers", int), ("shuffle-buffer", int), ("strategy", str),
+                       ("dist-timeout", float)]:
         train.add_argument(f"--{flag}", type=kind)
     for flag in ("channels-last", "compile", "sync-batchnorm", "gpu-decode"):  # --no-FLAG turns a recipe's True off
         train.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=None)
@@ -46,7 +47,7 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
 TRAIN_FLAGS = ("epochs", "batch_size", "optimizer", "lr", "min_lr", "weight_decay", "momentum", "lars_trust",
                "warmup_epochs", "precision", "grad_clip", "accumulate", "checkpoint_every", "knn_every", "log_every",
                "seed", "device", "stop_after", "lr_scaling", "channels_last", "compile", "sync_batchnorm", "workers",
-               "shuffle_buffer", "gpu_decode")
+               "shuffle_buffer", "gpu_decode", "strategy", "dist_timeout")
 
 
 def run_pretrain(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ The CLI only parses flags into these calls; notebooks and scripts call them dire
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import os
 import time
@@ -30,6 +31,7 @@ from pretrainlab.eval.features import extract_features
 from pretrainlab.eval.gauntlet import GauntletOutcome, plan_protocols, run_gauntlet, state_fingerprint
 from pretrainlab.eval.knn import as_labels, knn_accuracy
 from pretrainlab.methods import METHODS, MethodContext
+from pretrainlab.methods.base import Method
 from pretrainlab.methods.parts.reconstruction import save_reconstruction_grid
 from pretrainlab.report import write_run_report
 from pretrainlab.store import DEFAULT_STORE, EvaluationRecorder, ResultsStore, file_fingerprint
@@ -56,14 +58,17 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def setup_distributed() -> None:
-    """Joins the process group torchrun describes in the environment (no-op for a single process)."""
+def setup_distributed(timeout_seconds: float = 1800.0) -> None:
+    """Joins the process group torchrun describes in the environment (no-op for a single process).
+
+    `timeout_seconds` bounds every collective: a peer that hangs ends the run with an error instead of a stall.
+    """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.distributed.is_initialized():
         return
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    torch.distributed.init_process_group(backend)
+    torch.distributed.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_seconds))
 
 
 def recipe_values(method: str, recipe: Path | None = None) -> dict[str, Any]:
@@ -179,13 +184,22 @@ def write_config(run_dir: Path, config: RunConfig, resolved: dict[str, Any]) -> 
         tmp.write_text(yaml.safe_dump(values, sort_keys=False))
 
 
+def build_method(config: RunConfig, context: MethodContext) -> Method:
+    """The method around a freshly initialised backbone, seeded: identical weights on every rank and rerun."""
+    torch.manual_seed(config.train.seed)
+    backbone = create_backbone(config.backbone, context.img_size, context.in_chans)
+    method_class = METHODS.get(config.method)
+    method_config = build_config(method_class.config_class, config.method_options, config.method)
+    return method_class(backbone, method_config, context)
+
+
 def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True,
              source: ImageSource | None = None) -> dict[str, Any]:
     """Pre-trains `config.method` and leaves a run folder; returns a summary (steps, seconds, images/s).
 
     With `resume`, `config` must be the run's saved configuration (`resume_config`).
     """
-    setup_distributed()
+    setup_distributed(config.train.dist_timeout)
     run_dir = Path(config.out)
     if not resume and checkpoint_path(run_dir).exists():
         raise PretrainlabError(f"{run_dir} already holds a run; add --resume to continue it, or choose another --out")
@@ -193,13 +207,9 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
     source = limit_source(source, config.max_train) if source is not None else training_source(config)
     img_size = config.img_size or source.image_size[0]
     context = method_context(source, img_size)
-    torch.manual_seed(config.train.seed)  # identical initial weights on every rank and every rerun
-    backbone = create_backbone(config.backbone, img_size, source.channels)
-    method_class = METHODS.get(config.method)
-    if method_class.needs_labels and isinstance(source, StreamSource):
+    if METHODS.get(config.method).needs_labels and isinstance(source, StreamSource):
         source.require_labels(f"method '{config.method}'")
-    method_config = build_config(method_class.config_class, config.method_options, config.method)
-    method = method_class(backbone, method_config, context).to(device)
+    method = build_method(config, context).to(device)
     monitored = isinstance(source, ImageSource) and source.labelled and source.test is not None
     monitor = knn_monitor(source, context, device) if monitored else None
     trainer = Trainer(method, source.train, config.train, run_dir, device, monitor, show_progress)
@@ -212,6 +222,11 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
             "pretrainlab": pretrainlab.__version__, "torch": str(torch.__version__),
         })
     summary = trainer.fit(resume=resume)
+    if config.train.strategy == "fsdp" and is_distributed():  # the grid needs the whole method on rank 0
+        state = trainer.strategy.full_state()
+        if rank() == 0:
+            method = build_method(config, context).to(device)
+            method.load_state_dict(state)
     if rank() == 0:  # input / masked / reconstructed rows, for methods that reconstruct pixels
         preview = source.preview if isinstance(source, StreamSource) else source.train
         save_reconstruction_grid(method, preview.images, run_dir / "reconstructions.png", device)

@@ -84,6 +84,9 @@ class Method(nn.Module):
     config_class: ClassVar[type] = object
     needs_labels: ClassVar[bool] = False
     needs_tokens: ClassVar[bool] = False  # True: the backbone must be a transformer with patch tokens
+    # Non-empty: why `--strategy fsdp` cannot shard this method (e.g. a teacher run outside `forward`, where FSDP
+    # gathers no weights); the trainer then refuses fsdp with this reason. Every registered method shards today.
+    fsdp_unsupported: ClassVar[str] = ""
     # Options that make a tiny, fast instance for the registry-driven tests (small heads, few prototypes).
     example_options: ClassVar[dict[str, Any]] = {}
 
