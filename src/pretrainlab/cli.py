@@ -24,6 +24,10 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="builtin | npz:PATH | folder:PATH | torchvision:NAME[:ROOT] | shards:DIR")
     parser.add_argument("--out", help="run folder (default runs/METHOD)")
     parser.add_argument("--img-size", type=int, help="training image size (default: the data's)")
+    parser.add_argument("--decode-size", type=int, help="folder:/shards: rows of the decoded images (default: "
+                        "--img-size); larger leaves random-resized crops more pixels (recorded in config.yaml)")
+    parser.add_argument("--decode-aspect", type=float, help="folder:/shards: width / height of the decode box (default "
+                        "1, a centre square; e.g. 1.33 keeps whole 4:3 landscape photos)")
     parser.add_argument("--max-train", type=int, help="pre-train on a fixed class-balanced subset of this many "
                         "training images (quick runs on large sets; recorded in config.yaml)")
     parser.add_argument("--recipe", type=Path, help="YAML recipe (default: the packaged recipe of the method)")
@@ -60,7 +64,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
         options[".".join(path)] = value
     overrides = {"backbone": args.backbone, "data": args.data, "img_size": args.img_size,
                  "out": args.out or f"runs/{args.method}", "download": args.download or None,
-                 "max_train": args.max_train}
+                 "max_train": args.max_train, "decode_size": args.decode_size, "decode_aspect": args.decode_aspect}
     train = {name: getattr(args, name) for name in TRAIN_FLAGS}
     if args.resume:
         config = resume_config(Path(overrides["out"]), overrides, train, options)

@@ -125,12 +125,14 @@ def method_context(source: ImageSource | StreamSource, img_size: int) -> MethodC
 def training_source(config: RunConfig) -> ImageSource | StreamSource:
     """The data to pre-train on: decoded (and cached) images, or shards streamed by loader workers."""
     kind, _, argument = config.data.partition(":")
+    decode_size = config.decode_size or config.img_size
     if kind != "shards":
-        source = load_source(config.data, image_size=config.img_size, download=config.download)
+        source = load_source(config.data, image_size=decode_size, download=config.download,
+                             aspect=config.decode_aspect)
         return limit_source(source, config.max_train)
     if config.max_train is not None:
         raise PretrainlabError("--max-train takes a subset of decoded data; with shards, write a smaller shard set")
-    return open_stream(argument, image_size=config.img_size)
+    return open_stream(argument, image_size=decode_size, aspect=config.decode_aspect)
 
 
 def knn_monitor(source: ImageSource, context: MethodContext, device: torch.device):  # noqa: ANN201
@@ -218,6 +220,7 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
         write_config(run_dir, config, {
             "img_size": img_size, "in_chans": source.channels, "mean": list(context.mean), "std": list(context.std),
             "num_classes": source.num_classes, "train_images": len(source.train), "split": source.split_note,
+            "decoded_shape": list(source.image_size),
             "steps_per_epoch": trainer.steps_per_epoch, "world_size": world_size(),
             "pretrainlab": pretrainlab.__version__, "torch": str(torch.__version__),
         })

@@ -1,7 +1,9 @@
 """`folder:PATH`: a folder of images, one subfolder per class, or flat (unlabeled).
 
 Images are decoded once (in threads: PIL releases the GIL while decoding), resized so the
-shorter side is `image_size`, centre-cropped square, and cached as uint8. Unreadable or truncated
+shorter side is `image_size`, centre-cropped square (or to a wider box, `aspect` = width / height, to keep
+more of landscape photos for random-resized crops), and written chunk by chunk into the uint8 image cache,
+so memory stays flat however many images the folder holds (data/image_cache.py). Unreadable or truncated
 files are counted and reported, never a crash.
 """
 
@@ -9,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pretrainlab.data.cache import cache_key, cached_array
+from pretrainlab.data.cache import cache_key
+from pretrainlab.data.decode import box_shape, decode_image
+from pretrainlab.data.image_cache import DEFAULT_CHUNK, cached_images, threaded
 from pretrainlab.data.source import ImageSet, ImageSource
 from pretrainlab.errors import PretrainlabError
 
@@ -68,18 +71,22 @@ def is_grayscale(path: Path) -> bool:
 
 
 def decode_all(files: list[Path], size: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """Returns (images (M, size, size, C), readable mask (N,))."""
-    with ThreadPoolExecutor() as pool:
-        decoded = list(pool.map(lambda f: decode_square(f, size, mode), files))
-    readable = np.array([array is not None for array in decoded], dtype=bool)
+    """Returns (images (M, size, size, C), readable mask (N,)), decoded in threads into one pre-allocated array."""
     channels = 1 if mode == "L" else 3
-    images = np.zeros((int(readable.sum()), size, size, channels), dtype=np.uint8)
-    for row, array in enumerate(a for a in decoded if a is not None):
-        images[row] = array
-    return images, readable
+    images = np.zeros((len(files), size, size, channels), dtype=np.uint8)
+    readable = np.zeros(len(files), dtype=bool)
+    written = 0
+    with threaded(lambda i: decode_square(files[i], size, mode)) as decode_chunk:
+        for start in range(0, len(files), DEFAULT_CHUNK):
+            for offset, array in enumerate(decode_chunk(start, min(len(files), start + DEFAULT_CHUNK))):
+                if array is not None:
+                    images[written] = array
+                    written += 1
+                    readable[start + offset] = True
+    return images[:written], readable
 
 
-def load_folder(argument: str, image_size: int | None = None, **_: object) -> ImageSource:
+def load_folder(argument: str, image_size: int | None = None, aspect: float = 1.0, **_: object) -> ImageSource:
     root = Path(argument).expanduser()
     if not root.is_dir():
         raise PretrainlabError(f"image folder not found: {root}")
@@ -94,17 +101,17 @@ def load_folder(argument: str, image_size: int | None = None, **_: object) -> Im
     for f in files:
         stat = f.stat()
         digest.update(f"{f}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    key = cache_key("folder", digest.hexdigest(), size, mode)
-    decoded: dict[str, np.ndarray] = {}
+    key = cache_key("folder", digest.hexdigest(), size, mode, *([aspect] if aspect != 1.0 else []))
+    height, width = box_shape(size, aspect)
 
-    def decode_images() -> np.ndarray:
-        images, decoded["readable"] = decode_all(files, size, mode)
-        return images
+    def decode_one(index: int) -> np.ndarray | None:
+        if aspect == 1.0:
+            return decode_square(files[index], size, mode)
+        return decode_image(files[index], size, mode, aspect)
 
-    images = cached_array(key, decode_images)
-    readable = cached_array(
-        key + "-ok", lambda: decoded["readable"] if decoded else decode_all(files, size, mode)[1]
-    )
+    with threaded(decode_one) as decode_chunk:
+        images, readable = cached_images(key, len(files), (height, width, 1 if mode == "L" else 3), decode_chunk,
+                                         what=f"images of {root}")
     skipped = int((~readable).sum())
     if skipped:
         bad = [str(f) for f, ok in zip(files, readable, strict=True) if not ok][:3]

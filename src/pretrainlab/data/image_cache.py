@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -38,14 +39,11 @@ def _header(shape: tuple[int, ...]) -> bytes:
     return buffer.getvalue()
 
 
-def threaded(decode_one: Callable[[int], np.ndarray | None], workers: int | None = None) -> ChunkDecoder:
+@contextmanager
+def threaded(decode_one: Callable[[int], np.ndarray | None], workers: int | None = None) -> Iterator[ChunkDecoder]:
     """A chunk decoder that decodes images start..stop-1 in threads (PIL and libjpeg release the GIL)."""
-    pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1)
-
-    def decode_chunk(start: int, stop: int) -> list[np.ndarray | None]:
-        return list(pool.map(decode_one, range(start, stop)))
-
-    return decode_chunk
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        yield lambda start, stop: list(pool.map(decode_one, range(start, stop)))
 
 
 def write_image_cache(path: Path, count: int, row_shape: tuple[int, int, int], decode_chunk: ChunkDecoder,
@@ -94,6 +92,10 @@ def write_image_cache(path: Path, count: int, row_shape: tuple[int, int, int], d
     return readable
 
 
+def cache_hit(key: str) -> bool:
+    return (cache_dir() / f"{key}.npy").exists() and (cache_dir() / f"{key}-ok.npy").exists()
+
+
 def cached_images(key: str, count: int, row_shape: tuple[int, int, int], decode_chunk: ChunkDecoder,
                   chunk: int = DEFAULT_CHUNK, what: str = "images") -> tuple[np.ndarray, np.ndarray]:
     """(images (M, H, W, C) uint8, readable mask (count,)) cached under `key`, decoding on a miss.
@@ -101,11 +103,17 @@ def cached_images(key: str, count: int, row_shape: tuple[int, int, int], decode_
     Caches above `MEMMAP_THRESHOLD_BYTES` are served memory-mapped (read-only), smaller ones loaded in RAM.
     """
     path, mask_path = cache_dir() / f"{key}.npy", cache_dir() / f"{key}-ok.npy"
-    if not (path.exists() and mask_path.exists()):
+    if not cache_hit(key):
         readable = write_image_cache(path, count, row_shape, decode_chunk, chunk, what)
         tmp = mask_path.with_name(f"{mask_path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as handle:
             np.save(handle, readable)
         os.replace(tmp, mask_path)
+    return load_cached_images(key)
+
+
+def load_cached_images(key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images, readable mask) of a complete cache entry; memory-mapped above `MEMMAP_THRESHOLD_BYTES`."""
+    path = cache_dir() / f"{key}.npy"
     big = path.stat().st_size > MEMMAP_THRESHOLD_BYTES
-    return np.load(path, mmap_mode="r" if big else None), np.load(mask_path)
+    return np.load(path, mmap_mode="r" if big else None), np.load(cache_dir() / f"{key}-ok.npy")

@@ -176,15 +176,15 @@ def decoded_split(split: ShardSplit, name: str) -> ImageSet:
     return ImageSet(images, kept)
 
 
-def load_shards(argument: str, image_size: int | None = None, **_: object) -> ImageSource:
+def load_shards(argument: str, image_size: int | None = None, aspect: float = 1.0, **_: object) -> ImageSource:
     """`--data shards:...` for evaluation: the train (and test) shards decoded into the image cache."""
     train_paths, test_paths, index = locate_splits(argument)
-    train = shard_split(train_paths, index, "train", image_size, 1.0)
+    train = shard_split(train_paths, index, "train", image_size, aspect)
     if len(train) == 0:
         raise PretrainlabError(f"shards:{argument} holds no samples")
     test = None
     if test_paths:
-        test_split = shard_split(test_paths, index, "test", train.size, 1.0)
+        test_split = shard_split(test_paths, index, "test", train.size, aspect)
         test_split.mode = train.mode
         test = decoded_split(test_split, "test")
     classes = index.get("classes") if index else None

@@ -104,3 +104,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     download: bool = False
     max_train: int | None = None  # pre-train on a fixed class-balanced subset of this many training images
+    # Decoding of file sources (folder:, shards:): rows of the decode box (default: img_size, else 64) and its
+    # width / height (1: centre square). A box larger than img_size, or wider, leaves random-resized crops more
+    # of each photo to choose from.
+    decode_size: int | None = None
+    decode_aspect: float = 1.0

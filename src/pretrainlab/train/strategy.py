@@ -174,12 +174,12 @@ def _gradient_sync_off(module: nn.Module) -> Iterator[None]:
 def sharded_blocks(method: Method) -> list[nn.Module]:
     """The repeated blocks of every backbone in the method (its own, EMA teachers', frozen teachers'), children
     of lists named blocks/stages/layers; deepest first, since nested FSDP units must be made inside-out."""
-    blocks = []
+    blocks: dict[int, nn.Module] = {}  # by identity: two Backbone wrappers may share one model (matryoshka)
     for backbone in (module for module in method.modules() if isinstance(module, Backbone)):
         for name, module in backbone.named_modules():
             if name.rpartition(".")[2] in BLOCK_CONTAINERS and isinstance(module, nn.Sequential | nn.ModuleList):
-                blocks.extend(child for child in module.children() if any(True for _ in child.parameters()))
-    return blocks[::-1]
+                blocks.update({id(c): c for c in module.children() if any(True for _ in c.parameters())})
+    return list(blocks.values())[::-1]
 
 
 def has_tokens(method: Method) -> bool:
