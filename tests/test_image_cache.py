@@ -45,6 +45,18 @@ def test_chunked_cache_holds_every_readable_image_in_order(tmp_path: Path) -> No
     assert (tmp_path / "c.npy").stat().st_size == 128 + 19 * 48  # truncated after the last row
 
 
+def test_rows_of_a_memory_mapped_cache_are_copied_in_chunks(tmp_path: Path) -> None:
+    from pretrainlab.data.image_cache import take_rows
+
+    full = np.random.default_rng(0).integers(0, 256, (50, 3, 4, 3), dtype=np.uint8)
+    np.save(tmp_path / "full.npy", full)
+    mapped = np.load(tmp_path / "full.npy", mmap_mode="r")
+    indices = np.array([49, 0, 7, 8, 9, 30, 2])
+    taken = take_rows(mapped, indices, chunk=3)
+    np.testing.assert_array_equal(taken, full[indices])
+    np.testing.assert_array_equal(take_rows(full, indices), full[indices])  # in memory: plain indexing
+
+
 def test_folder_decodes_to_the_cache_with_the_old_pixels_and_counts_bad_files(tmp_path: Path) -> None:
     files = _folder(tmp_path / "data", 12)
     (tmp_path / "data" / "c1" / "broken.png").write_bytes(b"\x89PNG not really")

@@ -11,7 +11,10 @@ after them move up; at the end the header is rewritten for the images actually w
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
+import mmap
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pretrainlab.data.cache import MEMMAP_THRESHOLD_BYTES, cache_dir
+from pretrainlab.data.cache import MEMMAP_THRESHOLD_BYTES, cache_dir, cache_key
 from pretrainlab.errors import PretrainlabError
 
 log = logging.getLogger(__name__)
@@ -117,3 +120,26 @@ def load_cached_images(key: str) -> tuple[np.ndarray, np.ndarray]:
     path = cache_dir() / f"{key}.npy"
     big = path.stat().st_size > MEMMAP_THRESHOLD_BYTES
     return np.load(path, mmap_mode="r" if big else None), np.load(cache_dir() / f"{key}-ok.npy")
+
+
+def take_rows(images: np.ndarray, indices: np.ndarray, chunk: int = DEFAULT_CHUNK) -> np.ndarray:
+    """`images[indices]` as a new array; for a memory-mapped cache, copied chunk by chunk into a cache file of its
+    own (memory-mapped in turn), so a train/test split of a dataset larger than memory stays out of memory.
+
+    Pages of the source map read for a chunk are released from this process afterwards (MADV_DONTNEED: they
+    stay in the page cache), so resident memory does not grow with the rows copied.
+    """
+    mapped = getattr(images, "_mmap", None)
+    if not isinstance(images, np.memmap) or images.filename is None or mapped is None:
+        return np.ascontiguousarray(images[indices])
+    stat = os.stat(images.filename)
+    digest = hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()
+    key = cache_key("rows", images.filename, stat.st_mtime_ns, images.shape, digest)
+
+    def copy_chunk(start: int, stop: int) -> list[np.ndarray]:
+        rows = np.array(images[indices[start:stop]])  # (n, H, W, C) copied out of the map
+        with contextlib.suppress(OSError, ValueError):  # best effort: not every platform has madvise
+            mapped.madvise(mmap.MADV_DONTNEED)
+        return list(rows)
+
+    return cached_images(key, len(indices), tuple(images.shape[1:]), copy_chunk, chunk, what="split images")[0]
