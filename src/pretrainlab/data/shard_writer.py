@@ -70,7 +70,7 @@ def folder_source(root: Path) -> EncodedSource:
 
     if not root.is_dir():
         raise PretrainlabError(f"image folder not found: {root}")
-    files, labels, classes = list_images(root)
+    files, labels, classes = list_images(root)[:3]  # (a fourth item, when present, lists skipped entries)
     if not files:
         raise PretrainlabError(f"no images in {root} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
 
