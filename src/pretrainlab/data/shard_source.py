@@ -9,6 +9,7 @@ into the memory-mapped image cache in bounded chunks.
 
 from __future__ import annotations
 
+import io
 import itertools
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -16,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from pretrainlab.data.cache import cache_key, cached_array
-from pretrainlab.data.decode import GRAY_MODES, box_shape, decode_image, image_mode
+from pretrainlab.data.decode import DECODE_ERRORS, GRAY_MODES, box_shape, decode_image, image_mode
 from pretrainlab.data.image_cache import cached_images
 from pretrainlab.data.shards import (
     ERROR_KEY,
@@ -99,14 +101,11 @@ def shard_split(paths: list[Path], index: dict | None, name: str, image_size: in
 
 
 def _size(data: bytes) -> tuple[int, int] | None:
-    import io
-
-    from PIL import Image
-
+    """(width, height) from an image header, None when unreadable."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             return image.size
-    except Exception:  # noqa: BLE001  (any unreadable header: no size)
+    except DECODE_ERRORS:
         return None
 
 
