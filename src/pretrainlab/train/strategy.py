@@ -60,7 +60,7 @@ class DataParallel:
 
     def load(self, run_dir: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         state = load_checkpoint(run_dir)
-        if "method" not in state:
+        if "sharded" in state:
             raise PretrainlabError(f"--resume: {run_dir} holds a sharded (fsdp) checkpoint; resume with --strategy "
                                    "fsdp")
         self.method.load_state_dict(state["method"])
@@ -112,7 +112,9 @@ class FullySharded(DataParallel):
         dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=str(folder))
         dist.barrier()  # every shard is on disk before last.pt names the folder
         if rank() == 0:
-            save_checkpoint(run_dir, {**extra, "strategy": "fsdp", "sharded": names[0]})
+            # "method" and "optimizer" are empty: their state is in the sharded folder that "sharded" names
+            save_checkpoint(run_dir, {**extra, "method": {}, "optimizer": {}, "strategy": "fsdp",
+                                      "sharded": names[0]})
             for old in folder.parent.glob("sharded-step*"):
                 if old.name != names[0]:
                     shutil.rmtree(old, ignore_errors=True)
