@@ -21,7 +21,30 @@ from PIL import Image, UnidentifiedImageError
 
 # Everything PIL raises for a file it cannot read: truncated data, unknown formats, decompression bombs.
 DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
-GRAY_MODES = {"L", "1", "I", "I;16", "I;16B", "I;16L", "F", "LA"}
+SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
+GRAY_MODES = {"L", "1", "I", "F", "LA", *SIXTEEN_BIT_MODES}
+
+
+def to_eight_bit(image: Image.Image) -> Image.Image:
+    """16-bit, 32-bit and float images as 8-bit "L", scaled by the mode's range, never clipped.
+
+    16-bit (`I;16`) by 1/257; 32-bit integer (`I`) by 1/257 when its values lie in 0..65535 (how 16-bit data
+    often arrives), else by the image's own min..max; float (`F`) by 255 when its values lie in [0, 1], else by
+    its own min..max. NaN or infinite pixels raise ValueError (the file is then a counted skip).
+    """
+    if image.mode not in SIXTEEN_BIT_MODES | {"I", "F"}:
+        return image
+    values = np.asarray(image).astype(np.float32)  # (H, W)
+    if not np.isfinite(values).all():
+        raise ValueError("NaN or infinite pixels")
+    low, high = float(values.min()), float(values.max())
+    if image.mode in SIXTEEN_BIT_MODES or (image.mode == "I" and low >= 0 and high <= 65535):
+        scaled = values / 257.0
+    elif image.mode == "F" and low >= 0 and high <= 1:
+        scaled = values * 255.0
+    else:  # the image's own range
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    return Image.fromarray(np.rint(scaled).astype(np.uint8))
 
 
 def box_shape(size: int, aspect: float) -> tuple[int, int]:
@@ -91,6 +114,11 @@ def _decode_small_jpeg(data: bytes, mode: str, height: int, width: int) -> np.nd
 def decode_image(data: bytes | BinaryIO | Path, size: int, mode: str, aspect: float = 1.0) -> np.ndarray | None:
     """Decodes one image to (size, round(size * aspect), C) uint8, C = 1 for mode "L" else 3; None if unreadable."""
     height, width = box_shape(size, aspect)
+    if isinstance(data, Path) and data.suffix.lower() in (".jpg", ".jpeg"):
+        try:
+            data = data.read_bytes()  # small JPEGs then take torchvision's decoder
+        except OSError:
+            return None
     if isinstance(data, bytes) and data[:2] == b"\xff\xd8":
         decoded = _decode_small_jpeg(data, mode, height, width)
         if decoded is not None:
@@ -99,7 +127,7 @@ def decode_image(data: bytes | BinaryIO | Path, size: int, mode: str, aspect: fl
         with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
             if image.format == "JPEG":
                 image.draft(mode, (width, height))  # DCT scaling: never below the box, much less work above it
-            array = np.array(cover_and_crop(image.convert(mode), height, width), dtype=np.uint8)
+            array = np.array(cover_and_crop(to_eight_bit(image).convert(mode), height, width), dtype=np.uint8)
     except DECODE_ERRORS:
         return None
     return array[..., None] if array.ndim == 2 else array

@@ -108,8 +108,13 @@ class Trainer:
 
     # -- state ---------------------------------------------------------------------------------
     def restore(self) -> int:
-        state = self.strategy.load(self.run_dir, self.optimizer)
-        self.scaler.load_state_dict(state["scaler"])
+        try:
+            state = self.strategy.load(self.run_dir, self.optimizer)  # the method's and optimiser's state
+            self.scaler.load_state_dict(state["scaler"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:
+            raise PretrainlabError(f"checkpoint in {self.run_dir / 'checkpoints'} does not fit this run's method, "
+                                   f"backbone or optimizer ({str(error).splitlines()[0][:120]}); restore the run "
+                                   "folder from a copy") from None
         self.feed.load_state_dict(state.get("stream", {}))
         if self.is_main:
             truncate_metrics(self.run_dir, int(state["step"]))
