@@ -1,17 +1,22 @@
 """Loader throughput on the same 50,000 CIFAR-10 JPEGs: shards, the memory-mapped cache, lightly's per-sample loader.
 
     flock /tmp/pretrainlab-bench.lock python -m bench.loader_vs_lightly [--work /tmp/pretrainlab-loader]
-        [--images 50000] [--batch 512]
+        [--images 50000] [--slow-images 10240] [--batch 512] [--rounds 3]
 
 The training split of ../shared/data/cifar10_jpeg.npz is written once into --work (never into the repo):
 as tar shards (`pretrainlab shard`, 8 MB each) and as one JPEG file per image for lightly. Each candidate
 then delivers --images images (--slow-images for the SimCLRTransform rows) in batches of --batch, and the
-images/s after its first batch is printed (worker start-up is reported apart):
+steady images/s is printed (after the batches prefetched by the time the first arrives; worker start-up
+is reported apart):
 - shards, 1 and 2 workers: `--data shards:` streaming (read, shuffle buffer, decode, hand over uint8 batches);
 - cache: the decoded uint8 cache file, memory-mapped, batches gathered by the Trainer's own BatchPlan;
 - lightly 1.6.0 `LightlyDataset` over the JPEG folder, 1 and 2 DataLoader workers, with a bare `ToTensor`
   (the decode floor of a per-sample loader) and with `SimCLRTransform` (what a lightly SimCLR run's workers do:
   decode plus two augmented views per image; pretrainlab makes those views batched on the device instead).
+The candidates run in turn, --rounds times (interleaved, so load on a shared machine falls on every one
+alike); each row prints its median images/s over the rounds and its ratio to its lightly peer, the median
+of the per-round ratios: the shard loader against lightly ToTensor with the same number of workers, the
+cache against lightly ToTensor with 2 workers, lightly's SimCLRTransform rows against their ToTensor rows.
 Writes the table as JSON to --json (default: WORK/loader_vs_lightly.json). Needs the `bench` extra (lightly).
 """
 
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -30,16 +36,24 @@ import torch
 from bench.common import CIFAR
 
 
-def timed(batches: Iterable, images: int, batch: int) -> dict[str, float]:
-    """Consumes `images // batch` batches; images/s after the first batch, and the first batch's seconds."""
+def timed(batches: Iterable, images: int, batch: int, warm: int) -> dict[str, float]:
+    """Consumes `images // batch` batches; images/s in the steady state, and the first batch's seconds.
+
+    The steady state starts after `warm` batches: the first and those the loader's workers may have ready
+    when it arrives, so a short measurement does not count prefetched batches as fast.
+    """
     started = time.perf_counter()
     steps = images // batch
-    first = None
+    if steps <= warm + 1:
+        raise SystemExit(f"{images} images are {steps} batches: need more than {warm + 1} for a steady state")
+    first = steady = None
     for step, _ in zip(range(steps), batches, strict=False):
         if step == 0:
             first = time.perf_counter()
+        if step == warm - 1:
+            steady = time.perf_counter()
     end = time.perf_counter()
-    return {"images_per_second": (steps - 1) * batch / (end - first), "startup_seconds": first - started}
+    return {"images_per_second": (steps - warm) * batch / (end - steady), "startup_seconds": first - started}
 
 
 def prepare(work: Path, cifar: Path) -> tuple[Path, Path]:
@@ -98,6 +112,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--slow-images", type=int, default=10_240,
                         help="images for the lightly SimCLRTransform rows (their rate is steady; 50,000 takes long)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--cifar", type=Path, default=CIFAR, help="cifar10_jpeg.npz (default: ../shared/data/)")
     args = parser.parse_args()
@@ -119,21 +134,47 @@ def main() -> None:
         "lightly SimCLRTransform, 2 workers": lambda: lightly_batches(
             folder, args.batch, 2, SimCLRTransform(input_size=32, gaussian_blur=0.0)),
     }
-    rows = {}
-    for name, make in candidates.items():
-        rows[name] = timed(make(), args.slow_images if "SimCLR" in name else args.images, args.batch)
-        print(f"{name:36s} {rows[name]['images_per_second']:9.0f} images/s  "
-              f"(first batch after {rows[name]['startup_seconds']:.1f} s)", flush=True)
-    reference = rows["lightly ToTensor, 2 workers"]["images_per_second"]
-    print(f"data: CIFAR-10 (JPEG q75) training split, {args.images} images in batches of {args.batch}, 32 px; "
-          f"{os.cpu_count()} CPU cores; ratios to lightly ToTensor with 2 workers:")
-    for name, row in rows.items():
-        print(f"  {name:36s} {row['images_per_second'] / reference:6.2f}x")
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in candidates}
+    for round_index in range(args.rounds):
+        for name, make in candidates.items():
+            workers = 1 if name.endswith("1 worker") else 2 if name.endswith("2 workers") else 0
+            prefetch = 4 if name.startswith("shards") else 2  # ShardFeed's prefetch_factor; PyTorch's default
+            row = timed(make(), args.slow_images if "SimCLR" in name else args.images, args.batch,
+                        1 + prefetch * workers)
+            rounds[name].append(row)
+            print(f"round {round_index + 1}: {name:36s} {row['images_per_second']:9.0f} images/s  "
+                  f"(first batch after {row['startup_seconds']:.1f} s)", flush=True)
+    table = summarise(rounds)
+    print(f"data: CIFAR-10 (JPEG q75) training split, {args.images} images a measurement ({args.slow_images} for "
+          f"SimCLRTransform) in batches of {args.batch}, 32 px; {os.cpu_count()} CPU cores; {args.rounds} rounds")
+    print(f"  {'loader':36s} {'median images/s':>15s} {'(min-max)':>19s} {'first batch':>11s}  ratio to its peer")
+    for name, row in table.items():
+        spread = f"({row['min']:.0f}-{row['max']:.0f})"
+        print(f"  {name:36s} {row['images_per_second']:15.0f} {spread:>19s} {row['startup_seconds']:9.1f} s  "
+              f"{row['ratio']:6.2f}x {row['peer']}")
     out = args.json or args.work / "loader_vs_lightly.json"
-    out.write_text(json.dumps({"images": args.images, "batch": args.batch, "cores": os.cpu_count(), "rows": rows},
-                              indent=1))
+    out.write_text(json.dumps({"images": args.images, "slow_images": args.slow_images, "batch": args.batch,
+                               "cores": os.cpu_count(), "rounds": rounds, "table": table}, indent=1))
     print(f"wrote {out}")
 
+
+def peer_of(name: str) -> str:
+    """The lightly row a candidate is compared with: ToTensor with the same workers (the cache has none: 2)."""
+    return "lightly ToTensor, 1 worker" if name.endswith("1 worker") else "lightly ToTensor, 2 workers"
+
+
+def summarise(rounds: dict[str, list[dict[str, float]]]) -> dict[str, dict]:
+    """Median images/s and start-up per candidate; its ratio to its peer is the median of per-round ratios."""
+    table = {}
+    for name, rows in rounds.items():
+        rates = [row["images_per_second"] for row in rows]
+        peer = peer_of(name)
+        ratios = [row["images_per_second"] / other["images_per_second"] for row, other in zip(rows, rounds[peer],
+                                                                                               strict=True)]
+        table[name] = {"images_per_second": statistics.median(rates), "min": min(rates), "max": max(rates),
+                       "startup_seconds": statistics.median(row["startup_seconds"] for row in rows),
+                       "ratio": statistics.median(ratios), "peer": peer}
+    return table
 
 if __name__ == "__main__":
     main()
