@@ -1,7 +1,7 @@
 """Peak memory and speed of decoding an image folder as it grows: 10k, 50k and 200k synthetic JPEGs.
 
     flock /tmp/pretrainlab-bench.lock python -m bench.decode_memory [--counts 10000 50000 200000]
-        [--size 48] [--decode 32] [--work /tmp/pretrainlab-decode] [--compare-src /work/main/src]
+        [--size 48] [--decode 32] [--work /tmp/pretrainlab-decode] [--compare-src /work/main/src] [--rounds 1]
 
 Writes one labelled folder of synthetic JPEGs (10 class subfolders, --size px, smooth random images) into
 --work once, with hard-linked subsets for the smaller counts. Then, for each count, a fresh Python process
@@ -10,7 +10,8 @@ fixed stratified test split, channel statistics not included) and reports the pe
 (VmHWM) over the process's life, the RSS after `import pretrainlab` alone, and decoded images/s.
 The cache is served memory-mapped whatever its size (it is by default above 512 MB; below, the finished
 cache is read into memory on purpose: a fixed ceiling, not growth), so the figure is the decoding's own.
---compare-src runs the same measurement with another checkout's code (e.g. main before this change).
+--compare-src runs the same measurement with another checkout's code (e.g. main before this change),
+alternating with this checkout's for --rounds rounds; the medians and the median per-round speed ratio close.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -96,6 +98,7 @@ def main() -> None:
     parser.add_argument("--decode", type=int, default=32)
     parser.add_argument("--work", type=Path, default=Path("/tmp/pretrainlab-decode"))
     parser.add_argument("--compare-src", type=Path, help="another checkout's src/ to measure side by side")
+    parser.add_argument("--rounds", type=int, default=1, help="measurements per count and checkout (medians)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     started = time.perf_counter()
@@ -107,17 +110,31 @@ def main() -> None:
         sources["compared"] = args.compare_src
     rows = []
     for count, folder in folders.items():
-        for name, src in sources.items():
-            row = {"code": name, "count": count, **measure(folder, args.decode, src)}
-            rows.append(row)
-            decoded_mb = count * args.decode * args.decode * 3 / 2**20
-            print(f"{name:14s} {count:7d} images ({decoded_mb:5.0f} MB decoded): peak RSS "
-                  f"{row['peak_rss'] / 2**20:6.0f} MB (import alone {row['import_rss'] / 2**20:4.0f} MB), "
-                  f"{row['images_per_second']:6.0f} images/s", flush=True)
+        for round_index in range(args.rounds):  # interleaved: this checkout, the compared one, again
+            for name, src in sources.items():
+                row = {"code": name, "count": count, "round": round_index, **measure(folder, args.decode, src)}
+                rows.append(row)
+                decoded_mb = count * args.decode * args.decode * 3 / 2**20
+                print(f"{name:14s} {count:7d} images ({decoded_mb:5.0f} MB decoded): peak RSS "
+                      f"{row['peak_rss'] / 2**20:6.0f} MB (import alone {row['import_rss'] / 2**20:4.0f} MB), "
+                      f"{row['images_per_second']:6.0f} images/s", flush=True)
+    print_medians(rows, list(sources))
     out = args.json or args.work / "decode_memory.json"
     out.write_text(json.dumps(rows, indent=1))
     print(f"wrote {out}")
 
+
+def print_medians(rows: list[dict], names: list[str]) -> None:
+    """Per count: median peak RSS and images/s of each checkout, and the median of the per-round speed ratios."""
+    for count in sorted({row["count"] for row in rows}):
+        by_name = {name: [row for row in rows if row["count"] == count and row["code"] == name] for name in names}
+        parts = [f"{name}: peak RSS {statistics.median(r['peak_rss'] for r in found) / 2**20:.0f} MB, "
+                 f"{statistics.median(r['images_per_second'] for r in found):.0f} images/s"
+                 for name, found in by_name.items()]
+        if len(names) == 2:
+            ratios = [a["images_per_second"] / b["images_per_second"] for a, b in zip(*by_name.values(), strict=True)]
+            parts.append(f"speed ratio (median of {len(ratios)} rounds) {statistics.median(ratios):.2f}x")
+        print(f"median, {count} images: " + "; ".join(parts))
 
 if __name__ == "__main__":
     main()
