@@ -23,7 +23,14 @@ import numpy as np
 from PIL import Image
 
 from pretrainlab.data.cache import cache_key
-from pretrainlab.data.decode import DECODE_ERRORS, GRAY_MODES, box_shape, decode_image, to_eight_bit  # noqa: F401
+from pretrainlab.data.decode import (  # noqa: F401
+    DECODE_ERRORS,
+    DECODE_VERSION,
+    GRAY_MODES,
+    box_shape,
+    decode_image,
+    to_eight_bit,
+)
 from pretrainlab.data.image_cache import DEFAULT_CHUNK, cached_images, threaded
 from pretrainlab.data.source import ImageSet, ImageSource
 from pretrainlab.errors import PretrainlabError
@@ -32,9 +39,6 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 DEFAULT_DECODE_SIZE = 64
-# Part of the cache key: 2 scales 16-bit and float images instead of clipping them; 3 decodes large JPEGs at a
-# reduced DCT scale and small ones with torchvision (data/decode.py).
-DECODE_VERSION = 3
 
 
 def regular_image_files(candidates: list[Path]) -> tuple[list[Path], list[str]]:

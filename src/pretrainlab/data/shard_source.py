@@ -20,7 +20,14 @@ import numpy as np
 from PIL import Image
 
 from pretrainlab.data.cache import cache_key, cached_array
-from pretrainlab.data.decode import DECODE_ERRORS, GRAY_MODES, box_shape, decode_image, image_mode
+from pretrainlab.data.decode import (
+    DECODE_ERRORS,
+    DECODE_VERSION,
+    GRAY_MODES,
+    box_shape,
+    decode_image,
+    image_mode,
+)
 from pretrainlab.data.image_cache import cached_images
 from pretrainlab.data.shards import (
     ERROR_KEY,
@@ -137,7 +144,7 @@ def decoded_split(split: ShardSplit, name: str) -> ImageSet:
     height, width = box_shape(split.size, split.aspect)
     channels = 1 if split.mode == "L" else 3
     stamps = [f"{shard.path}:{Path(shard.path).stat().st_mtime_ns}" for shard in split.shards]
-    key = cache_key("shards", split.fingerprint(), *stamps, split.size, split.aspect, split.mode)
+    key = cache_key("shards", split.fingerprint(), *stamps, split.size, split.aspect, split.mode, DECODE_VERSION)
     labels = np.full(len(split), -1, dtype=np.int64)
     samples = (sample for shard in split.shards for sample in read_samples(shard.path))
     pool = ThreadPoolExecutor()
