@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -25,6 +26,7 @@ class MethodContext:
     std: tuple[float, ...]
     num_classes: int = 0
     dataset_size: int = 0
+    captions: tuple[str, ...] = ()  # the training split's captions (image-text sources), to build tokenizers
 
 
 @dataclass(frozen=True)
@@ -95,8 +97,10 @@ class Method(nn.Module):
     needs_labels: ClassVar[bool] = False
     needs_tokens: ClassVar[bool] = False  # True: the backbone must be a transformer with patch tokens
     # Non-empty: why `--strategy fsdp` cannot shard this method (e.g. a teacher run outside `forward`, where FSDP
-    # gathers no weights); the trainer then refuses fsdp with this reason. Every registered method shards today.
+    # gathers no weights); the trainer then refuses fsdp with this reason. The 27 methods registered before the
+    # caption methods (clip, gpt4image) were checked to shard (bench/fsdp_vs_ddp_methods.py, docs/scale.md).
     fsdp_unsupported: ClassVar[str] = ""
+    needs_captions: ClassVar[bool] = False  # True: trains on image-caption pairs (Batch.extra["captions"])
     # Options that make a tiny, fast instance for the registry-driven tests (small heads, few prototypes).
     example_options: ClassVar[dict[str, Any]] = {}
 
@@ -109,6 +113,9 @@ class Method(nn.Module):
             )
         if self.needs_labels and context.num_classes < 2:
             raise PretrainlabError(f"method '{self.name}' trains with labels; use a labelled dataset")
+        if self.needs_captions and not context.captions:
+            raise PretrainlabError(f"method '{self.name}' trains on image-caption pairs; use --data captions:PATH "
+                                   "(CSV/JSONL) or captions:SPEC (synthetic captions, e.g. captions:composed:builtin)")
         self.backbone = backbone
         self.config = config
         self.context = context
@@ -167,6 +174,9 @@ class Method(nn.Module):
         `reconstructions.png` in the run folder. None (the default): the method reconstructs nothing.
         """
         return None
+
+    def save_artifacts(self, run_dir: Path) -> None:
+        """Writes what the run folder needs beside `backbone.safetensors` (e.g. CLIP's text tower); rank 0 only."""
 
     def excluded_from_weight_decay(self, name: str, parameter: nn.Parameter) -> bool:
         """Biases, norms, tokens and position embeddings get no weight decay (the common SSL practice)."""
