@@ -11,6 +11,7 @@ from typing import Any
 
 from pretrainlab.allocator import keep_freed_memory
 from pretrainlab.cli_results import add_results_commands, add_store_flag, positive_int
+from pretrainlab.cli_scale import add_scale_commands
 from pretrainlab.cli_text import add_text_commands
 from pretrainlab.errors import PretrainlabError
 
@@ -34,9 +35,13 @@ def print_error(message: str) -> int:
 def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", required=True, help="pretext task (pretrainlab list methods)")
     parser.add_argument("--backbone", help="timm model name (pretrainlab list backbones)")
-    parser.add_argument("--data", help="builtin | npz:PATH | folder:PATH | torchvision:NAME[:ROOT]")
+    parser.add_argument("--data", help="builtin | npz:PATH | folder:PATH | torchvision:NAME[:ROOT] | shards:DIR")
     parser.add_argument("--out", help="run folder (default runs/METHOD)")
     parser.add_argument("--img-size", type=positive_int, help="training image size (default: the data's)")
+    parser.add_argument("--decode-size", type=positive_int, help="folder:/shards: rows of the decoded images (default: "
+                        "--img-size); larger leaves random-resized crops more pixels (recorded in config.yaml)")
+    parser.add_argument("--decode-aspect", type=float, help="folder:/shards: width / height of the decode box (default "
+                        "1, a centre square; e.g. 1.33 keeps whole 4:3 landscape photos)")
     parser.add_argument("--max-train", type=int, help="pre-train on a fixed class-balanced subset of this many "
                         "training images (quick runs on large sets; recorded in config.yaml)")
     parser.add_argument("--recipe", type=Path, help="YAML recipe (default: the packaged recipe of the method)")
@@ -50,15 +55,17 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
                        ("weight-decay", float), ("momentum", float), ("lars-trust", float), ("warmup-epochs", float),
                        ("precision", str), ("grad-clip", float), ("accumulate", int), ("checkpoint-every", int),
                        ("knn-every", int), ("log-every", int), ("seed", int), ("device", str), ("stop-after", int),
-                       ("lr-scaling", str)]:
+                       ("lr-scaling", str), ("workers", int), ("shuffle-buffer", int), ("strategy", str),
+                       ("dist-timeout", float)]:
         train.add_argument(f"--{flag}", type=kind)
-    for flag in ("channels-last", "compile", "sync-batchnorm"):  # --no-FLAG turns a recipe's True off
+    for flag in ("channels-last", "compile", "sync-batchnorm", "gpu-decode"):  # --no-FLAG turns a recipe's True off
         train.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=None)
 
 
 TRAIN_FLAGS = ("epochs", "batch_size", "optimizer", "lr", "min_lr", "weight_decay", "momentum", "lars_trust",
                "warmup_epochs", "precision", "grad_clip", "accumulate", "checkpoint_every", "knn_every", "log_every",
-               "seed", "device", "stop_after", "lr_scaling", "channels_last", "compile", "sync_batchnorm")
+               "seed", "device", "stop_after", "lr_scaling", "channels_last", "compile", "sync_batchnorm", "workers",
+               "shuffle_buffer", "gpu_decode", "strategy", "dist_timeout")
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
@@ -71,7 +78,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
         options[".".join(path)] = value
     overrides = {"backbone": args.backbone, "data": args.data, "img_size": args.img_size,
                  "out": args.out or f"runs/{args.method}", "download": args.download or None,
-                 "max_train": args.max_train}
+                 "max_train": args.max_train, "decode_size": args.decode_size, "decode_aspect": args.decode_aspect}
     train = {name: getattr(args, name) for name in TRAIN_FLAGS}
     if args.resume:
         config = resume_config(Path(overrides["out"]), overrides, train, options)
@@ -191,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=run_export)
 
     add_results_commands(commands)  # gauntlet, compare, store rebuild, report
+    add_scale_commands(commands)  # shard
     add_text_commands(commands)  # curate, describe-neurons
 
     listing = commands.add_parser("list", help="list methods, backbones, datasets or protocols")

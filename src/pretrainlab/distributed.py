@@ -18,6 +18,16 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
+PEER_FAILURE_WORDS = ("gloo", "nccl", "connection", "timed out", "timeout", "broken pipe", "peer", "socket")
+
+
+def is_peer_failure(error: BaseException) -> bool:
+    """Whether an error raised inside a collective means another process died or hung (not a bug here)."""
+    if isinstance(error, dist.DistError):
+        return True
+    return any(word in str(error).lower() for word in PEER_FAILURE_WORDS)
+
+
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenates `x` (B, ...) from every rank into (W * B, ...); gradients flow back to each owner.
 
@@ -88,3 +98,11 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     x = x.detach().clone()
     dist.all_reduce(x)
     return x / dist.get_world_size()
+
+
+def mean_over_ranks(scalars: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Logged scalars averaged over ranks (one all-reduce): the global batch's loss, as one process would log it."""
+    if not is_distributed():
+        return scalars
+    stacked = torch.stack([torch.as_tensor(value, device=device).float().reshape(()) for value in scalars.values()])
+    return dict(zip(scalars, all_reduce_mean(stacked), strict=True))

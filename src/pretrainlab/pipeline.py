@@ -6,6 +6,7 @@ The CLI only parses flags into these calls; notebooks and scripts call them dire
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import os
 import time
@@ -21,6 +22,7 @@ from pretrainlab.backbones import Backbone, create_backbone, save_backbone
 from pretrainlab.config import build_config
 from pretrainlab.data import ImageSource, load_source
 from pretrainlab.data.captions import caption_texts
+from pretrainlab.data.shard_source import StreamSource, open_stream
 from pretrainlab.data.subsets import limit_source
 from pretrainlab.distributed import is_distributed, rank, world_size
 from pretrainlab.errors import PretrainlabError
@@ -30,6 +32,7 @@ from pretrainlab.eval.gauntlet import GauntletOutcome, plan_protocols, run_gaunt
 from pretrainlab.eval.knn import as_labels, knn_accuracy
 from pretrainlab.eval.protocols import PROTOCOLS, check_options
 from pretrainlab.methods import METHODS, MethodContext
+from pretrainlab.methods.base import Method
 from pretrainlab.methods.parts.mirroring import adapt_mirroring
 from pretrainlab.methods.parts.reconstruction import save_reconstruction_grid
 from pretrainlab.report import write_run_report
@@ -64,14 +67,17 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def setup_distributed() -> None:
-    """Joins the process group torchrun describes in the environment (no-op for a single process)."""
+def setup_distributed(timeout_seconds: float = 1800.0) -> None:
+    """Joins the process group torchrun describes in the environment (no-op for a single process).
+
+    `timeout_seconds` bounds every collective: a peer that hangs ends the run with an error instead of a stall.
+    """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.distributed.is_initialized():
         return
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    torch.distributed.init_process_group(backend)
+    torch.distributed.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_seconds))
 
 
 def recipe_values(method: str, recipe: Path | None = None) -> dict[str, Any]:
@@ -126,11 +132,24 @@ def build_run_config(method: str, overrides: dict[str, Any], train_overrides: di
     return config
 
 
-def method_context(source: ImageSource, img_size: int) -> MethodContext:
+def method_context(source: ImageSource | StreamSource, img_size: int) -> MethodContext:
     mean, std = source.channel_stats()
     return MethodContext(img_size=img_size, in_chans=source.channels, mean=tuple(mean), std=tuple(std),
                          num_classes=source.num_classes, dataset_size=len(source.train),
-                         captions=caption_texts(source.train))
+                         captions=() if isinstance(source, StreamSource) else caption_texts(source.train))
+
+
+def training_source(config: RunConfig) -> ImageSource | StreamSource:
+    """The data to pre-train on: decoded (and cached) images, or shards streamed by loader workers."""
+    kind, _, argument = config.data.partition(":")
+    decode_size = config.decode_size or config.img_size
+    if kind != "shards":
+        source = load_source(config.data, image_size=decode_size, download=config.download,
+                             aspect=config.decode_aspect)
+        return limit_source(source, config.max_train)
+    if config.max_train is not None:
+        raise PretrainlabError("--max-train takes a subset of decoded data; with shards, write a smaller shard set")
+    return open_stream(argument, image_size=decode_size, aspect=config.decode_aspect)
 
 
 def knn_monitor(source: ImageSource, context: MethodContext, device: torch.device):  # noqa: ANN201
@@ -148,41 +167,54 @@ def knn_monitor(source: ImageSource, context: MethodContext, device: torch.devic
     return monitor
 
 
+def build_method(config: RunConfig, context: MethodContext,
+                 mirror_invariant: bool = True) -> tuple[Method, dict[str, Any]]:
+    """The method around a freshly initialised backbone, seeded: identical weights on every rank and rerun; with
+    the view options adapted to data that is not mirror-invariant (what was adapted, for config.yaml)."""
+    torch.manual_seed(config.train.seed)
+    backbone = create_backbone(config.backbone, context.img_size, context.in_chans)
+    method_class = METHODS.get(config.method)
+    method_config = build_config(method_class.config_class, config.method_options, config.method)
+    method_config, adapted = adapt_mirroring(method_config, config.method_options, mirror_invariant)
+    try:
+        return method_class(backbone, method_config, context), adapted
+    except ValueError as error:  # losses and heads raise ValueError for out-of-range hyperparameters
+        raise PretrainlabError(f"invalid {config.method} options: {error}") from None
+
+
 def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True,
              source: ImageSource | None = None) -> dict[str, Any]:
     """Pre-trains `config.method` and leaves a run folder; returns a summary (steps, seconds, images/s).
 
     With `resume`, `config` must be the run's saved configuration (`resume_config`).
     """
-    setup_distributed()
+    setup_distributed(config.train.dist_timeout)
     run_dir = Path(config.out)
     # Every rank checks before rank 0 writes: config.yaml is written after the Trainer's DDP set-up, a collective.
     if resume:
         check_resume_folder(run_dir)
     else:
         check_new_run_folder(run_dir)
+    if is_distributed():  # fsdp's set-up holds no collective: every rank has checked before rank 0 writes
+        torch.distributed.barrier()
     device = resolve_device(config.train.device)
-    source = source or load_source(config.data, image_size=config.img_size, download=config.download)
-    source = limit_source(source, config.max_train)
+    source = limit_source(source, config.max_train) if source is not None else training_source(config)
     img_size = config.img_size or source.image_size[0]
     context = method_context(source, img_size)
-    torch.manual_seed(config.train.seed)  # identical initial weights on every rank and every rerun
-    backbone = create_backbone(config.backbone, img_size, source.channels)
-    method_class = METHODS.get(config.method)
-    method_config = build_config(method_class.config_class, config.method_options, config.method)
-    method_config, adapted = adapt_mirroring(method_config, config.method_options, source.mirror_invariant)
-    try:
-        method = method_class(backbone, method_config, context).to(device)
-    except ValueError as error:  # losses and heads raise ValueError for out-of-range hyperparameters
-        raise PretrainlabError(f"invalid {config.method} options: {error}") from None
-    monitor = knn_monitor(source, context, device) if source.labelled and source.test is not None else None
+    if METHODS.get(config.method).needs_labels and isinstance(source, StreamSource):
+        source.require_labels(f"method '{config.method}'")
+    method, adapted = build_method(config, context, getattr(source, "mirror_invariant", True))
+    method = method.to(device)
+    monitored = isinstance(source, ImageSource) and source.labelled and source.test is not None
+    monitor = knn_monitor(source, context, device) if monitored else None
     trainer = Trainer(method, source.train, config.train, run_dir, device, monitor, show_progress)
     if rank() == 0 and not resume:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_config(run_dir, config, {
             "img_size": img_size, "in_chans": source.channels, "mean": list(context.mean), "std": list(context.std),
             "num_classes": source.num_classes, "train_images": len(source.train), "split": source.split_note,
-            "steps_per_epoch": trainer.plan.steps_per_epoch, "world_size": world_size(),
+            "decoded_shape": list(source.image_size),
+            "steps_per_epoch": trainer.steps_per_epoch, "world_size": world_size(),
             "warmup_epochs": config.train.resolved_warmup_epochs, "lr": config.train.scaled_lr,
             "adapted_options": {**adapted, **({"reason": "the data is not mirror-invariant"} if adapted else {})},
             "pretrainlab": pretrainlab.__version__, "torch": str(torch.__version__),
@@ -190,8 +222,14 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
     if rank() == 0 and resume:
         remove_stale_temporaries(run_dir)
     summary = trainer.fit(resume=resume)
+    if config.train.strategy == "fsdp" and is_distributed():  # the grid needs the whole method on rank 0
+        state = trainer.strategy.full_state()
+        if rank() == 0:
+            method = build_method(config, context, getattr(source, "mirror_invariant", True))[0].to(device)
+            method.load_state_dict(state)
     if rank() == 0:  # input / masked / reconstructed rows, for methods that reconstruct pixels
-        save_reconstruction_grid(method, source.train.images, run_dir / "reconstructions.png", device)
+        preview = source.preview if isinstance(source, StreamSource) else source.train
+        save_reconstruction_grid(method, preview.images, run_dir / "reconstructions.png", device)
         method.save_artifacts(run_dir)  # e.g. CLIP's text tower beside backbone.safetensors
     summary.update({"run_dir": str(run_dir), "method": config.method, "backbone": config.backbone})
     return summary

@@ -78,9 +78,13 @@ def check_image_size(backbone: Backbone, img_size: int, in_chans: int) -> None:
         backbone.train(was_training)
 
 
-def save_backbone(backbone: Backbone, path: Path) -> None:
-    """Writes the timm model's weights as safetensors, with the name and kwargs that recreate it."""
-    state = {key: value.detach().contiguous().cpu() for key, value in backbone.model.state_dict().items()}
+def save_backbone(backbone: Backbone, path: Path, state: dict[str, torch.Tensor] | None = None) -> None:
+    """Writes the timm model's weights as safetensors, with the name and kwargs that recreate it.
+
+    `state`: the timm model's full state dict when the module itself holds only a shard of it (fsdp).
+    """
+    state = backbone.model.state_dict() if state is None else state
+    state = {key: value.detach().contiguous().cpu() for key, value in state.items()}
     metadata = {"timm_name": backbone.name, "create_kwargs": json.dumps(backbone.create_kwargs),
                 "format": "pretrainlab-backbone-1"}
     with atomic_path(path) as tmp:

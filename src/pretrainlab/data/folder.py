@@ -1,14 +1,13 @@
 """`folder:PATH`: a folder of images, one subfolder per class, or flat (unlabeled).
 
 Images are decoded once (in threads: PIL releases the GIL while decoding), resized so the
-shorter side is `image_size`, centre-cropped square, and cached as uint8. Only regular files are
+shorter side is `image_size`, centre-cropped square (or to a wider box, `aspect` = width / height, to keep
+more of landscape photos for random-resized crops), and written chunk by chunk into the uint8 image cache,
+so memory stays flat however many images the folder holds (data/image_cache.py). Only regular files are
 read (a FIFO or device would block forever); unreadable or truncated files, dangling symlinks,
 symlink loops and decompression bombs (over PIL's pixel limit) are counted and reported, never a crash.
 
-Images wider than 8 bits are scaled by their mode's range, never clipped: 16-bit (`I;16`) by 1/257;
-32-bit integer (`I`) by 1/257 when its values lie in 0..65535 (how 16-bit data often arrives), else by
-the image's own min..max; float (`F`) by 255 when its values lie in [0, 1], else by its own min..max.
-An image with NaN or infinite pixels is skipped as unreadable.
+Images wider than 8 bits are scaled by their mode's range, never clipped (data/decode.py, `to_eight_bit`).
 """
 
 from __future__ import annotations
@@ -18,13 +17,21 @@ import hashlib
 import logging
 import os
 import stat
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from pretrainlab.data.cache import cache_key, cached_array
+from pretrainlab.data.cache import cache_key
+from pretrainlab.data.decode import (  # noqa: F401
+    DECODE_ERRORS,
+    DECODE_VERSION,
+    GRAY_MODES,
+    box_shape,
+    decode_image,
+    to_eight_bit,
+)
+from pretrainlab.data.image_cache import DEFAULT_CHUNK, cached_images, threaded
 from pretrainlab.data.source import ImageSet, ImageSource
 from pretrainlab.errors import PretrainlabError
 
@@ -32,11 +39,6 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 DEFAULT_DECODE_SIZE = 64
-SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
-GRAY_MODES = {"L", "1", "I", "F", "LA", *SIXTEEN_BIT_MODES}
-DECODE_VERSION = 2  # part of the cache key: 2 scales 16-bit and float images instead of clipping them
-# Errors a file can raise while opened or decoded; all make it a counted skip.
-DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 def regular_image_files(candidates: list[Path]) -> tuple[list[Path], list[str]]:
@@ -79,37 +81,9 @@ def list_images(root: Path) -> tuple[list[Path], list[int] | None, list[str] | N
     return flat, None, None, skipped + flat_skipped
 
 
-def to_eight_bit(image: Image.Image) -> Image.Image:
-    """16-bit, 32-bit and float images as 8-bit "L", scaled by the mode's range (module docstring)."""
-    if image.mode not in SIXTEEN_BIT_MODES | {"I", "F"}:
-        return image
-    values = np.asarray(image).astype(np.float32)  # (H, W)
-    if not np.isfinite(values).all():
-        raise ValueError("NaN or infinite pixels")
-    low, high = float(values.min()), float(values.max())
-    if image.mode in SIXTEEN_BIT_MODES or (image.mode == "I" and low >= 0 and high <= 65535):
-        scaled = values / 257.0
-    elif image.mode == "F" and low >= 0 and high <= 1:
-        scaled = values * 255.0
-    else:  # the image's own range
-        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
-    return Image.fromarray(np.rint(scaled).astype(np.uint8))
-
-
 def decode_square(path: Path, size: int, mode: str) -> np.ndarray | None:
-    """Decodes one file to (size, size, C) uint8, or None when it cannot be read."""
-    try:
-        with Image.open(path) as image:
-            image = to_eight_bit(image).convert(mode)
-            width, height = image.size
-            scale = size / min(width, height)
-            new_size = (max(size, round(width * scale)), max(size, round(height * scale)))
-            image = image.resize(new_size, Image.Resampling.BILINEAR, reducing_gap=None)
-            left, top = (new_size[0] - size) // 2, (new_size[1] - size) // 2
-            array = np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
-    except DECODE_ERRORS:
-        return None
-    return array[..., None] if array.ndim == 2 else array
+    """Decodes one file to (size, size, C) uint8, or None when it cannot be read (data/decode.py)."""
+    return decode_image(path, size, mode)
 
 
 def is_grayscale(path: Path) -> bool:
@@ -121,18 +95,22 @@ def is_grayscale(path: Path) -> bool:
 
 
 def decode_all(files: list[Path], size: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """Returns (images (M, size, size, C), readable mask (N,))."""
-    with ThreadPoolExecutor() as pool:
-        decoded = list(pool.map(lambda f: decode_square(f, size, mode), files))
-    readable = np.array([array is not None for array in decoded], dtype=bool)
+    """Returns (images (M, size, size, C), readable mask (N,)), decoded in threads into one pre-allocated array."""
     channels = 1 if mode == "L" else 3
-    images = np.zeros((int(readable.sum()), size, size, channels), dtype=np.uint8)
-    for row, array in enumerate(a for a in decoded if a is not None):
-        images[row] = array
-    return images, readable
+    images = np.zeros((len(files), size, size, channels), dtype=np.uint8)
+    readable = np.zeros(len(files), dtype=bool)
+    written = 0
+    with threaded(lambda i: decode_square(files[i], size, mode)) as decode_chunk:
+        for start in range(0, len(files), DEFAULT_CHUNK):
+            for offset, array in enumerate(decode_chunk(start, min(len(files), start + DEFAULT_CHUNK))):
+                if array is not None:
+                    images[written] = array
+                    written += 1
+                    readable[start + offset] = True
+    return images[:written], readable
 
 
-def load_folder(argument: str, image_size: int | None = None, **_: object) -> ImageSource:
+def load_folder(argument: str, image_size: int | None = None, aspect: float = 1.0, **_: object) -> ImageSource:
     root = Path(argument).expanduser()
     if not root.is_dir():
         raise PretrainlabError(f"image folder not found: {root}")
@@ -149,17 +127,11 @@ def load_folder(argument: str, image_size: int | None = None, **_: object) -> Im
     for f in files:
         stat = f.stat()
         digest.update(f"{f}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    key = cache_key("folder", digest.hexdigest(), size, mode, DECODE_VERSION)
-    decoded: dict[str, np.ndarray] = {}
-
-    def decode_images() -> np.ndarray:
-        images, decoded["readable"] = decode_all(files, size, mode)
-        return images
-
-    images = cached_array(key, decode_images)
-    readable = cached_array(
-        key + "-ok", lambda: decoded["readable"] if decoded else decode_all(files, size, mode)[1]
-    )
+    key = cache_key("folder", digest.hexdigest(), size, mode, DECODE_VERSION, *([aspect] if aspect != 1.0 else []))
+    height, width = box_shape(size, aspect)
+    with threaded(lambda index: decode_image(files[index], size, mode, aspect)) as decode_chunk:
+        images, readable = cached_images(key, len(files), (height, width, 1 if mode == "L" else 3), decode_chunk,
+                                         what=f"images of {root}")
     bad = unlisted + [f"{f} (unreadable, truncated or over the pixel limit)"
                       for f, ok in zip(files, readable, strict=True) if not ok]
     if len(images) == 0:

@@ -100,3 +100,30 @@ def batches(images: ImageSet, plan: BatchPlan, start_step: int, total_steps: int
             yield item
     finally:
         stop.set()
+
+
+class MemoryFeed:
+    """The Trainer's view of an in-memory (or memory-mapped) split: a `BatchPlan` over its images.
+
+    Shares its interface with `ShardFeed` (data/shard_feed.py): steps_per_epoch, batches(), state_dict().
+    """
+
+    def __init__(self, images: ImageSet, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 prefetch: int = 0) -> None:
+        self.images = images
+        self.plan = BatchPlan(len(images), batch_size, seed, rank, world_size)
+        self.steps_per_epoch = self.plan.steps_per_epoch
+        self.num_images = len(images)
+        self.prefetch = prefetch
+        self.skipped = 0
+
+    def batches(self, start_step: int, total_steps: int, device: torch.device
+                ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]]:
+        return batches(self.images, self.plan, start_step, total_steps, device,
+                       self.prefetch if device.type == "cuda" else 0)
+
+    def state_dict(self) -> dict:
+        return {}  # the order is a pure function of (seed, step)
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

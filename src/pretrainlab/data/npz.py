@@ -7,6 +7,7 @@ NaN, values outside those ranges, a split without images) is a one-line error, n
 
 from __future__ import annotations
 
+import logging
 import warnings
 import zipfile
 import zlib
@@ -16,9 +17,12 @@ import numpy as np
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from pretrainlab.data.cache import cache_key, cached_array, file_fingerprint
+from pretrainlab.data.cache import cache_key, file_fingerprint
+from pretrainlab.data.image_cache import ChunkDecoder, cache_hit, cached_images, load_cached_images
 from pretrainlab.data.source import ImageSet, ImageSource
 from pretrainlab.errors import PretrainlabError
+
+log = logging.getLogger(__name__)
 
 ARRAY_LAYOUT = "x_train (N,H,W[,C]) uint8, optional y_train (N,), optional x_test/y_test"
 JPEG_LAYOUT = "jpeg_train (bytes) + offsets_train (N+1,), optional y_train, jpeg_test/offsets_test/y_test, classes"
@@ -62,19 +66,38 @@ def as_uint8_images(images: np.ndarray, key: str) -> np.ndarray:
                            f"{PIXEL_TYPES} (normalised arrays: store the raw pixels)")
 
 
-def decode_jpeg_split(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Decodes concatenated JPEG files into a uint8 array (N, H, W, 3); all images must share one size."""
-    encoded = [torch.from_numpy(data[offsets[i] : offsets[i + 1]].copy()) for i in range(len(offsets) - 1)]
-    decoded = []
-    for start in range(0, len(encoded), 4096):  # decode in chunks to bound peak memory
+def jpeg_chunk_decoder(data: np.ndarray, offsets: np.ndarray) -> ChunkDecoder:
+    """Decodes images start..stop-1 of concatenated JPEG files with torchvision (one call per chunk)."""
+
+    def decode_one(encoded: torch.Tensor) -> torch.Tensor | None:
+        try:
+            return decode_jpeg(encoded, mode=ImageReadMode.RGB)
+        except RuntimeError:
+            return None  # a damaged file: a counted skip
+
+    def decode_chunk(start: int, stop: int) -> list[np.ndarray | None]:
+        encoded = [torch.from_numpy(data[offsets[i] : offsets[i + 1]].copy()) for i in range(start, stop)]
         with warnings.catch_warnings():  # torchvision 0.29 announces a move of its decoders to torchcodec
             warnings.simplefilter("ignore", DeprecationWarning)
-            chunk = decode_jpeg(encoded[start : start + 4096], mode=ImageReadMode.RGB)
-        decoded.extend(image.permute(1, 2, 0) for image in chunk)  # (H, W, 3)
-    shapes = {tuple(image.shape) for image in decoded}
-    if len(shapes) != 1:
-        raise PretrainlabError(f"JPEG images in the npz have several sizes {sorted(shapes)[:4]}; they must share one")
-    return torch.stack(decoded).numpy()
+            try:
+                decoded = decode_jpeg(encoded, mode=ImageReadMode.RGB)
+            except RuntimeError:  # one bad file fails the batched call
+                decoded = [decode_one(data) for data in encoded]
+        return [None if image is None else image.permute(1, 2, 0).numpy() for image in decoded]  # (H, W, 3) each
+
+    return decode_chunk
+
+
+def decode_jpeg_split(data: np.ndarray, offsets: np.ndarray, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenated JPEG files decoded into the image cache (N, H, W, 3), 4,096 at a time; one size for all.
+
+    Returns (images, readable mask (N,)): a file that does not decode is left out and counted.
+    """
+    decode_chunk = jpeg_chunk_decoder(data, offsets)
+    first = next((image for image in decode_chunk(0, min(len(offsets) - 1, 64)) if image is not None), None)
+    if first is None:
+        raise PretrainlabError("none of the first JPEG files of the npz decodes")
+    return cached_images(key, len(offsets) - 1, first.shape, decode_chunk, chunk=4096, what="JPEG images of the npz")
 
 
 def _split_from_arrays(archive: np.lib.npyio.NpzFile, split: str) -> ImageSet | None:
@@ -92,11 +115,17 @@ def _split_from_jpeg(archive: np.lib.npyio.NpzFile, split: str, fingerprint: str
         return None
     if f"offsets_{split}" not in archive.files:
         raise PretrainlabError(f"npz has 'jpeg_{split}' but no 'offsets_{split}'; expected layout: {JPEG_LAYOUT}")
-    images = cached_array(
-        cache_key("npz-jpeg", fingerprint, split),
-        lambda: decode_jpeg_split(archive[f"jpeg_{split}"], archive[f"offsets_{split}"]),
-    )
+    key = cache_key("npz-jpeg", fingerprint, split)
+    if cache_hit(key):  # the encoded bytes are not even read
+        images, readable = load_cached_images(key)
+    else:
+        images, readable = decode_jpeg_split(read_array(archive, f"jpeg_{split}"),
+                                             read_array(archive, f"offsets_{split}"), key)
+    if not readable.all():
+        log.warning("skipped %d JPEG files of the npz's %s split that do not decode", int((~readable).sum()), split)
     labels = read_array(archive, f"y_{split}") if f"y_{split}" in archive.files else None
+    if labels is not None and len(labels) == len(readable):  # (a length mismatch is ImageSet's one-line error)
+        labels = labels[readable]
     return ImageSet(images, labels)
 
 

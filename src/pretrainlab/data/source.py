@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pretrainlab.data.image_cache import take_rows
 from pretrainlab.errors import PretrainlabError
 
 # More classes than this is taken for a mistake (a corrupt label file), not a dataset: ImageNet-21k has 21,841,
@@ -99,7 +100,8 @@ class ImageSet:
         extras = {name: np.ascontiguousarray(array[indices]) for name, array in self.extras.items()}
         masks = None if self.masks is None else np.ascontiguousarray(self.masks[indices])
         multilabels = None if self.multilabels is None else self.multilabels[indices]
-        return ImageSet(np.ascontiguousarray(self.images[indices]), labels, extras, masks, multilabels)
+        # take_rows: a memory-mapped cache is split on disk, chunk by chunk, rather than copied into memory
+        return ImageSet(take_rows(self.images, indices), labels, extras, masks, multilabels)
 
 
 @dataclass

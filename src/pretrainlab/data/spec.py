@@ -11,9 +11,11 @@ from pretrainlab.data.folder import load_folder
 from pretrainlab.data.npz import load_npz
 from pretrainlab.data.pairs import load_pairs
 from pretrainlab.data.segmentation import load_segmentation
+from pretrainlab.data.shard_source import load_shards
 from pretrainlab.data.source import ImageSource
 from pretrainlab.data.splits import ensure_test_split
 from pretrainlab.data.torchvision_sets import TORCHVISION_SETS, load_torchvision
+from pretrainlab.errors import PretrainlabError
 from pretrainlab.registry import Registry
 
 SourceLoader = Callable[..., ImageSource]
@@ -25,6 +27,7 @@ DATA_KINDS.register("torchvision")(load_torchvision)
 DATA_KINDS.register("pairs")(load_pairs)
 DATA_KINDS.register("seg")(load_segmentation)
 DATA_KINDS.register("composed")(load_composed)
+DATA_KINDS.register("shards")(load_shards)
 DATA_KINDS.register("captions")(load_captions)
 
 KIND_HELP = {
@@ -38,6 +41,8 @@ KIND_HELP = {
            "optional classes.txt; or PATH/train/... and PATH/test/...), for the dense probe",
     "composed": "composed:SPEC[:N]: 2-4 objects of a labelled source (builtin, npz:PATH) per 2x2 canvas, with "
                 "masks and multi-labels; N training canvases (default 2000), N/4 test ones",
+    "shards": "shards:DIR or shards:DIR/train-{000000..000009}.tar: WebDataset tar shards (pretrainlab shard); "
+              "streamed by pretrain, decoded to the cache by eval",
     "captions": "captions:PATH: CSV/JSONL of image path + caption (several per image allowed); or captions:SPEC: "
                 "SYNTHETIC captions of a composed or labelled source (captions:composed:builtin), for clip",
 }
@@ -47,9 +52,21 @@ def describe_data_kinds() -> list[str]:
     return [KIND_HELP.get(kind, f"{kind}:...") for kind in DATA_KINDS.names()]
 
 
-def load_source(spec: str, image_size: int | None = None, download: bool = False) -> ImageSource:
-    """Loads `spec`; a labelled source without a test split gets a fixed stratified one."""
+ASPECT_KINDS = ("folder", "shards")  # sources decoded from files of any shape: the decode box may be wide
+
+
+def load_source(spec: str, image_size: int | None = None, download: bool = False, aspect: float = 1.0) -> ImageSource:
+    """Loads `spec`; a labelled source without a test split gets a fixed stratified one.
+
+    `image_size` is the decode size of file sources (rows of the decode box); `aspect` (width / height of the box,
+    folder: and shards: only) keeps more of wide images than a centre square does.
+    """
     kind, _, argument = spec.partition(":")
     loader = DATA_KINDS.get(kind)
-    source = loader(argument, image_size=image_size, download=download)
+    if aspect != 1.0 and kind not in ASPECT_KINDS:
+        raise PretrainlabError(f"--decode-aspect applies to {' and '.join(k + ':' for k in ASPECT_KINDS)} sources, "
+                               f"not '{kind}:' (its images come with their own shape)")
+    if not 0.25 <= aspect <= 4.0:
+        raise PretrainlabError(f"--decode-aspect is width / height of the decode box, in [0.25, 4], got {aspect}")
+    source = loader(argument, image_size=image_size, download=download, aspect=aspect)
     return ensure_test_split(source)

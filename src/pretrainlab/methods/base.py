@@ -96,6 +96,10 @@ class Method(nn.Module):
     config_class: ClassVar[type] = object
     needs_labels: ClassVar[bool] = False
     needs_tokens: ClassVar[bool] = False  # True: the backbone must be a transformer with patch tokens
+    # Non-empty: why `--strategy fsdp` cannot shard this method (e.g. a teacher run outside `forward`, where FSDP
+    # gathers no weights); the trainer then refuses fsdp with this reason. The 27 methods registered before the
+    # caption methods (clip, gpt4image) were checked to shard (bench/fsdp_vs_ddp_methods.py, docs/scale.md).
+    fsdp_unsupported: ClassVar[str] = ""
     needs_captions: ClassVar[bool] = False  # True: trains on image-caption pairs (Batch.extra["captions"])
     # Options that make a tiny, fast instance for the registry-driven tests (small heads, few prototypes).
     example_options: ClassVar[dict[str, Any]] = {}

@@ -32,6 +32,14 @@ class TrainConfig:
         stop_after: stop as if interrupted after this many steps (0: never); continue with resume.
         prefetch: batches a background thread reads ahead (GPU runs).
         channels_last: keep weights and views in NHWC memory order (faster convolutions on CPUs and GPUs).
+        workers: loader worker processes per training process that read and decode streamed shards (`shards:`
+            data; 0 decodes in the training process). A resumed stream needs the same number.
+        shuffle_buffer: samples each shard-reading worker shuffles among (shards are written in random order).
+        gpu_decode: streamed JPEGs are decoded on the GPU (torchvision's nvJPEG), not in the workers.
+        strategy: ddp (every process holds all weights) or fsdp (weights, gradients and optimiser state sharded
+            over the processes with PyTorch's FSDP2; checkpoints sharded with torch.distributed.checkpoint).
+        dist_timeout: seconds a collective may wait for the other processes before the run stops with an error
+            (a process that dies closes its connections and is noticed at once; this bounds a hung one).
     """
 
     epochs: int = 100
@@ -57,6 +65,11 @@ class TrainConfig:
     sync_batchnorm: bool = False
     stop_after: int = 0
     prefetch: int = 2
+    workers: int = 4
+    shuffle_buffer: int = 2000
+    gpu_decode: bool = False
+    strategy: str = "ddp"
+    dist_timeout: float = 1800.0
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.accumulate < 1:
@@ -67,6 +80,10 @@ class TrainConfig:
             raise PretrainlabError(f"unknown precision '{self.precision}'; valid precisions: {', '.join(PRECISIONS)}")
         if self.lr_scaling not in ("linear", "none"):
             raise PretrainlabError(f"lr_scaling must be 'linear' or 'none', got '{self.lr_scaling}'")
+        if self.strategy not in ("ddp", "fsdp"):
+            raise PretrainlabError(f"unknown strategy '{self.strategy}'; valid strategies: ddp, fsdp")
+        if self.dist_timeout <= 0:
+            raise PretrainlabError(f"dist_timeout must be > 0 seconds, got {self.dist_timeout}")
         if self.lars_trust <= 0:
             raise PretrainlabError(f"lars_trust must be > 0, got {self.lars_trust}")
         if self.lr <= 0 or self.weight_decay < 0 or (self.warmup_epochs is not None and self.warmup_epochs < 0):
@@ -95,3 +112,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     download: bool = False
     max_train: int | None = None  # pre-train on a fixed class-balanced subset of this many training images
+    # Decoding of file sources (folder:, shards:): rows of the decode box (default: img_size, else 64) and its
+    # width / height (1: centre square). A box larger than img_size, or wider, leaves random-resized crops more
+    # of each photo to choose from.
+    decode_size: int | None = None
+    decode_aspect: float = 1.0
