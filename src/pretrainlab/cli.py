@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pretrainlab.allocator import keep_freed_memory
+from pretrainlab.cli_explain import add_explain_commands
 from pretrainlab.cli_results import add_results_commands, add_store_flag
 from pretrainlab.errors import PretrainlabError
 
@@ -36,7 +37,7 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
                        ("weight-decay", float), ("momentum", float), ("lars-trust", float), ("warmup-epochs", float),
                        ("precision", str), ("grad-clip", float), ("accumulate", int), ("checkpoint-every", int),
                        ("knn-every", int), ("log-every", int), ("seed", int), ("device", str), ("stop-after", int),
-                       ("lr-scaling", str)]:
+                       ("lr-scaling", str), ("filters-every", int)]:
         train.add_argument(f"--{flag}", type=kind)
     for flag in ("channels-last", "compile", "sync-batchnorm"):  # --no-FLAG turns a recipe's True off
         train.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=None)
@@ -44,7 +45,8 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
 
 TRAIN_FLAGS = ("epochs", "batch_size", "optimizer", "lr", "min_lr", "weight_decay", "momentum", "lars_trust",
                "warmup_epochs", "precision", "grad_clip", "accumulate", "checkpoint_every", "knn_every", "log_every",
-               "seed", "device", "stop_after", "lr_scaling", "channels_last", "compile", "sync_batchnorm")
+               "seed", "device", "stop_after", "lr_scaling", "channels_last", "compile", "sync_batchnorm",
+               "filters_every")
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
@@ -174,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=run_export)
 
     add_results_commands(commands)  # gauntlet, compare, store rebuild, report
+    add_explain_commands(commands)  # explain
 
     listing = commands.add_parser("list", help="list methods, backbones, datasets or protocols")
     listing.add_argument("what", choices=["methods", "backbones", "datasets", "protocols"])

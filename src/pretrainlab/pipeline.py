@@ -131,6 +131,13 @@ def knn_monitor(source: ImageSource, context: MethodContext, device: torch.devic
     return monitor
 
 
+def filter_monitor(backbone: Backbone, epoch: int) -> dict[str, Any]:
+    """The health of the backbone's 3x3 filters, for `TrainConfig.filters_every` (explain/filters.py)."""
+    from pretrainlab.explain.filters import filter_monitor_record
+
+    return filter_monitor_record(backbone.model)
+
+
 def saved_run_config(run_dir: Path) -> RunConfig:
     values = yaml.safe_load((run_dir / "config.yaml").read_text())
     values.pop("resolved", None)
@@ -188,7 +195,7 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
     method_config = build_config(method_class.config_class, config.method_options, config.method)
     method = method_class(backbone, method_config, context).to(device)
     monitor = knn_monitor(source, context, device) if source.labelled and source.test is not None else None
-    trainer = Trainer(method, source.train, config.train, run_dir, device, monitor, show_progress)
+    trainer = Trainer(method, source.train, config.train, run_dir, device, monitor, show_progress, filter_monitor)
     if rank() == 0 and not resume:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_config(run_dir, config, {

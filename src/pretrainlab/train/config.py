@@ -26,6 +26,8 @@ class TrainConfig:
         accumulate: split each batch into this many micro-batches, one optimiser step per batch.
         checkpoint_every: steps between checkpoints (0: once per epoch); one is always written at the end.
         knn_every: run the online kNN monitor every this many epochs (0: off).
+        filters_every: log the 3x3 filters' health (explain/filters.py) every this many epochs, and before the
+            first step (0: off).
         stop_after: stop as if interrupted after this many steps (0: never); continue with resume.
         prefetch: batches a background thread reads ahead (GPU runs).
         channels_last: keep weights and views in NHWC memory order (faster convolutions on CPUs and GPUs).
@@ -46,6 +48,7 @@ class TrainConfig:
     accumulate: int = 1
     checkpoint_every: int = 0
     knn_every: int = 0
+    filters_every: int = 0
     log_every: int = 10
     seed: int = 0
     device: str = "auto"

@@ -60,11 +60,13 @@ class Trainer:
     Args:
         method: the pretext task (already on `device`).
         images: the training split (labels are passed to methods that use them).
-        monitor: optional callable(backbone, epoch) -> scalars, e.g. an online kNN accuracy.
+        monitor: optional callable(backbone, epoch) -> scalars, e.g. an online kNN accuracy (every knn_every epochs).
+        filter_monitor: optional callable(backbone, epoch) -> values, the filters' health (every filters_every epochs).
     """
 
     def __init__(self, method: Method, images: ImageSet, config: TrainConfig, run_dir: Path, device: torch.device,
-                 monitor: Monitor | None = None, show_progress: bool = True) -> None:
+                 monitor: Monitor | None = None, show_progress: bool = True,
+                 filter_monitor: Monitor | None = None) -> None:
         if device.type == "cpu":
             keep_freed_memory()
         if config.channels_last:  # views are made channels-last in train_step
@@ -75,6 +77,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.device = device
         self.monitor = monitor
+        self.filter_monitor = filter_monitor if config.filters_every else None
         self.is_main = rank() == 0
         self.show_progress = show_progress and self.is_main
         self.plan = BatchPlan(len(images), config.batch_size, config.seed, rank(), world_size())
@@ -161,6 +164,8 @@ class Trainer:
                    dynamic_ncols=True, desc=f"{self.method.name}")
         previous_handlers = self._install_signal_handlers()
         self.method.train()
+        if start_step == 0 and self.filter_monitor:  # the initial filters, so the log shows them forming
+            self._run_monitor(self.filter_monitor, 0, 0)
         try:
             stream = batches(self.images, self.plan, start_step, self.total_steps, self.device,
                              self.config.prefetch if self.device.type == "cuda" else 0)
@@ -196,14 +201,17 @@ class Trainer:
         if step % every == 0 and step < self.total_steps:
             self.checkpoint(step)
         epoch, within_epoch = divmod(step, steps_per_epoch)
-        knn_due = self.config.knn_every and within_epoch == 0 and epoch % self.config.knn_every == 0
-        if self.monitor and knn_due:
-            if self.is_main:
-                scalars = self.monitor(self.method.backbone, epoch)
-                append_metrics(self.run_dir, {"step": step, "epoch": epoch, **scalars})
-                self.method.train()
-            if is_distributed():
-                torch.distributed.barrier()
+        for monitor, every in ((self.monitor, self.config.knn_every), (self.filter_monitor, self.config.filters_every)):
+            if monitor and every and within_epoch == 0 and epoch % every == 0:
+                self._run_monitor(monitor, step, epoch)
+
+    def _run_monitor(self, monitor: Monitor, step: int, epoch: int) -> None:
+        if self.is_main:
+            scalars = monitor(self.method.backbone, epoch)
+            append_metrics(self.run_dir, {"step": step, "epoch": epoch, **scalars})
+            self.method.train()
+        if is_distributed():
+            torch.distributed.barrier()
 
     def _check_finite(self, scalars: dict[str, torch.Tensor], step: int) -> None:
         loss = float(scalars["loss"])
