@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "runs" / "explain-study"
 RESULTS = ROOT / "bench" / "results" / "explain"
 PAGE = ROOT / "docs" / "explain.md"
-CNNS = {"random": "random-tinycnn", "SimCLR": "cnn-simclr", "RotNet": "cnn-rotnet", "supervised": "cnn-supervised"}
+CNNS = {"random": "random-tinycnn", "SimCLR": "cnn-simclr", "supervised": "cnn-supervised"}
 VITS = {"random": "random-vit_nano_patch4", "MAE": "vit-mae", "DINO": "vit-dino", "supervised": "vit-supervised",
         "NMI-HAD (MAE teacher)": "vit-nmi_had"}
 QUALITY = {"data": "composed:builtin:400", "images": 12, "probe_images": 400,

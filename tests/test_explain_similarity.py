@@ -56,3 +56,20 @@ def test_cka_is_invariant_to_rotation_and_scale() -> None:
     value = accumulator.value()
     assert value[0, 0] == pytest.approx(1.0, abs=1e-5)
     assert abs(float(value[0, 1])) < 0.3  # unrelated features: near 0 (the debiased estimate can be negative)
+
+
+def test_cka_against_a_second_backbone_leaves_gradients_on(builtin_source, tmp_path) -> None:  # noqa: ANN001
+    """Regression: two interleaved feature generators used to leave torch's grad mode off, so an analysis run after
+    `cka --against` (visualize, cam) failed with 'does not require grad'."""
+    from pretrainlab.explain import ExplainContext, ExplainSettings
+    from pretrainlab.explain.registry import run_analysis
+    from tests.explain_data import digits, tiny_target
+
+    settings = ExplainSettings(images=2, probe_images=20, options={"cka_images": 16, "cka_batch": 8},
+                               show_progress=False)
+    context = ExplainContext(tiny_target("cnn"), digits(builtin_source), torch.device("cpu"), tmp_path, settings,
+                             against=tiny_target("cnn"))
+    output = run_analysis(context, "cka")
+    assert torch.is_grad_enabled()
+    values = {result.metric: result.value for result in output.results}
+    assert values["pooled_vs_against"] == pytest.approx(1.0, abs=1e-4)  # the same seeded network on both sides

@@ -28,9 +28,13 @@ def layer_outputs(context: ExplainContext, target: EvalTarget, images: np.ndarra
     """Yields each minibatch's list of layer outputs (on the CPU) of `target` on `images` (N, H, W, C)."""
     mean, std = normalisation(target, context.source.train.images)
     size = context.size if target is context.target else target.img_size
-    with evaluating(target.backbone.to(context.device)), torch.no_grad():
+    with evaluating(target.backbone.to(context.device)):
         for x in input_batches(target, images, mean, std, context.device, size, batch):
-            yield [out.float().cpu() for out in representations(target.backbone, x)]
+            # no_grad per batch, never across a yield: two interleaved generators would restore each other's
+            # grad mode in the wrong order and leave gradients off for the analyses after this one
+            with torch.no_grad():
+                outputs = [out.float().cpu() for out in representations(target.backbone, x)]
+            yield outputs
 
 
 @register_analysis("cka", options=("cka_images", "cka_batch"))
