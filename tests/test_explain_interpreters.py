@@ -105,6 +105,21 @@ def test_maximisation_raises_the_channel_and_inversion_lowers_the_error() -> Non
     assert late < early
 
 
+def test_maximisation_wakes_a_channel_the_relu_holds_at_zero() -> None:
+    """A channel that is zero everywhere on the starting image still gets an image that excites it (the objective is
+    taken before the stage's ReLU; after it, there would be no gradient to follow)."""
+    backbone = tiny_target("cnn").backbone.eval()
+    model, layer = PooledBackbone(backbone), resolve_layer(backbone, "stages.2")
+    mean, std = torch.tensor([0.13]), torch.tensor([0.3])
+    start = FourierImage(1, 1, 28, torch.Generator().manual_seed(0))()
+    with torch.no_grad():
+        baseline = channel_activation(model, layer, None, (start - 0.13) / 0.3)[0].amax(dim=(1, 2))  # (C,)
+    dead = torch.nonzero(baseline == 0).flatten()[:2].tolist()
+    assert dead, "the random tinycnn should have channels that are zero on a flat grey image"
+    _, reached = maximise_channels(model, layer, None, dead, 28, mean, std, steps=20)
+    assert (reached > 0).all()
+
+
 def test_comet_trains_a_mask_and_keeps_its_detector_frozen() -> None:
     backbone = tiny_target("cnn").backbone
     detector = ProbedBackbone(tiny_target("cnn").backbone, nn.Linear(backbone.embed_dim, 3)).eval()

@@ -67,11 +67,29 @@ def channel_activation(model: nn.Module, layer: nn.Module, reshape, x: torch.Ten
     return reshape(captured[0]) if reshape is not None else captured[0]
 
 
+def pre_activation(model: nn.Module, layer: nn.Module, reshape, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+    """The layer's output before its final ReLU, when it ends in one (a conv-BN-ReLU stage), else its output.
+
+    Why: a channel that a ReLU holds at zero on the starting image passes no gradient, so maximising the
+    post-ReLU activation never leaves the start (Olah et al. optimise pre-ReLU activations for the same reason).
+    """
+    children = list(layer.modules())
+    if not isinstance(children[-1], nn.ReLU):
+        return channel_activation(model, layer, reshape, x)
+    captured: list[torch.Tensor] = []
+    handle = children[-1].register_forward_pre_hook(lambda _m, inputs: captured.append(inputs[0].clone()))
+    try:  # clone: an in-place ReLU overwrites its input after the hook
+        model(x)
+    finally:
+        handle.remove()
+    return reshape(captured[0]) if reshape is not None else captured[0]
+
+
 def maximise_channels(model: nn.Module, layer: nn.Module, reshape, channels: list[int], size: int,  # noqa: ANN001
                       mean: torch.Tensor, std: torch.Tensor, steps: int = 128, lr: float = 0.05, jitter: int = 2,
                       blur_every: int = 4, blur_sigma: float = 0.5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """One image per channel (len(channels), C, S, S) in [0, 1] maximising that channel's mean activation, and the
-    final activations (len(channels),)."""
+    """One image per channel (len(channels), C, S, S) in [0, 1] maximising that channel's mean activation (before
+    the layer's final ReLU, see pre_activation), and the final activations after it (len(channels),)."""
     generator = torch.Generator().manual_seed(seed)
     device = mean.device
     image = FourierImage(len(channels), len(mean), size, generator).to(device)
@@ -81,7 +99,7 @@ def maximise_channels(model: nn.Module, layer: nn.Module, reshape, channels: lis
     model.eval()
     for step in range(steps):
         x = (jittered(image(), jitter, generator) - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
-        maps = channel_activation(model, layer, reshape, x)  # (K, C_layer, h, w)
+        maps = pre_activation(model, layer, reshape, x)  # (K, C_layer, h, w)
         objective = maps[rows, index].mean(dim=(1, 2))  # (K,)
         optimizer.zero_grad()
         (-objective.sum()).backward()
@@ -119,4 +137,4 @@ def invert(model: nn.Module, layer: nn.Module, reshape, target: torch.Tensor, me
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    return image().detach(), float(error)
+    return image().detach(), float(error.detach())
