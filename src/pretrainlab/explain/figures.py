@@ -3,6 +3,7 @@ data, settings and seed (DESIGN.md: a figure names what it measured)."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def heatmap(path: Path, matrix: np.ndarray, row_labels: Sequence[str], column_la
         for (i, j), value in np.ndenumerate(matrix):
             axis.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6,
                       color="white" if value < (vmin + vmax) / 2 else "black")
-    axis.set_title(title, fontsize=9)
+    axis.set_title(textwrap.fill(title, width=max(30, 9 * width)), fontsize=9)  # long run paths wrap
     figure.colorbar(image, ax=axis, fraction=0.046)
     return _finish(figure, path, caption)
 
