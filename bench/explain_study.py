@@ -63,6 +63,17 @@ def measure(part: str, label: str, folder: Path, what: list[str], data: str, ima
     (RESULTS / f"{part}-{folder.name}.json").write_text(json.dumps({"label": label, "rows": rows}, indent=1))
 
 
+def measure_knn(label: str, folder: Path) -> None:
+    """kNN top-1 (k=200, T=0.07) on the builtin digits' test split, frozen features of the 4,000 training images."""
+    from pretrainlab.data import load_source
+    from pretrainlab.eval import EvalContext, evaluate
+    from pretrainlab.eval.target import load_run_target
+
+    result = evaluate(EvalContext(load_run_target(folder), load_source("builtin"), torch.device("cpu")), "knn")[0]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"knn-{folder.name}.json").write_text(json.dumps({"label": label, "rows": [result.to_dict()]}))
+
+
 def measure_part(part: str, only: list[str] | None) -> None:
     if part == "quality":
         for label, name in CNNS.items():
@@ -73,6 +84,10 @@ def measure_part(part: str, only: list[str] | None) -> None:
         for label, name in VITS.items():
             if not only or name in only:
                 measure(part, label, run_folder(name), ["attention"], "builtin", 64, 100, {})
+    elif part == "knn":  # does each ViT beat its random init on a real evaluation (NMI-HAD's row)
+        for label, name in VITS.items():
+            if not only or name in only:
+                measure_knn(label, run_folder(name))
     elif part == "filters":
         for label, name in CNNS.items():
             if not only or name in only:
@@ -114,8 +129,9 @@ def attention_table() -> str:
     entries = ordered(load("attention"), VITS)
     if not entries:
         return "(not measured yet)"
-    lines = ["| backbone | mean attention distance (px) | NMI, last layer | local / hybrid / global layers | "
-             "layer classes (0 → 3) |", "| --- | --- | --- | --- | --- |"]
+    knn = {entry["label"]: entry["rows"][0]["value"] for entry in load("knn")}
+    lines = ["| backbone | kNN top-1 % | mean attention distance (px) | NMI, last layer | "
+             "local / hybrid / global layers | layer classes (0 → 3) |", "| --- | --- | --- | --- | --- | --- |"]
     for entry in entries:
         values = {row["metric"]: row["value"] for row in entry["rows"]}
         folder = RUNS / VITS.get(entry["label"], "") / "explain" / "attention.npz"
@@ -124,7 +140,8 @@ def attention_table() -> str:
             import numpy as np
 
             classes = ", ".join(str(c) for c in np.load(folder)["layer_class"])
-        lines.append(f"| {entry['label']} | {values['mean_distance']:.1f} | {values['nmi_last']:.3f} | "
+        top1 = f"{knn[entry['label']]:.1f}" if entry["label"] in knn else "-"
+        lines.append(f"| {entry['label']} | {top1} | {values['mean_distance']:.1f} | {values['nmi_last']:.3f} | "
                      f"{values['local_layers']:.0f} / {values['hybrid_layers']:.0f} / {values['global_layers']:.0f} | "
                      f"{classes} |")
     return "\n".join(lines)
@@ -171,7 +188,7 @@ def render() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["quality", "attention", "filters"])
+    parser.add_argument("--part", choices=["quality", "attention", "filters", "knn"])
     parser.add_argument("--only", help="comma list of run names (e.g. cnn-simclr,random-tinycnn)")
     parser.add_argument("--render", action="store_true")
     args = parser.parse_args()

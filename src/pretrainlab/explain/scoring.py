@@ -83,7 +83,8 @@ def score_methods(context: ExplainContext, analysis: str, methods: list[str]) ->
     output.files.append(context.save_arrays(analysis, **arrays))
     pixels = context.inputs.pixels[image_index]
     titles = [f"class {c}" for c in classes]
-    caption = (f"{context.target.label} on {context.source.spec}; {analysis} maps at layer {context.layer_name}, "
+    where = f" at layer {context.layer_name}" if analysis == "cam" else " (input gradients; RISE: random masks)"
+    caption = (f"{context.target.label} on {context.source.spec}; {analysis} maps{where}, "
                f"{context.size} px, seed {context.settings.seed}; the explained class per row")
     output.files.append(map_grid(context.path(f"{analysis}.png"), pixels, maps_by_method, titles, caption))
     return output
