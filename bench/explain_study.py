@@ -104,24 +104,24 @@ def ordered(entries: list[dict], labels: dict[str, str]) -> list[dict]:
 
 
 def quality_table() -> str:
+    """One row per method; each cell lists the backbones' values in the header's order."""
     entries = ordered(load("quality"), CNNS)
     if not entries:
         return "(not measured yet)"
     values = {(e["label"], row["metric"]): row["value"] for e in entries for row in e["rows"]}
     methods = list(dict.fromkeys(row["metric"].split("@")[1] for e in entries for row in e["rows"]))
     labels = [e["label"] for e in entries]
-    metrics = [("road", "ROAD ↑"), ("insertion", "insertion ↑"), ("deletion", "deletion ↓"),
-               ("pointing", "pointing % ↑")]
-    header = "| method | metric | " + " | ".join(labels) + " |"
-    lines = [header, "| --- | --- | " + " | ".join("---" for _ in labels) + " |"]
+    metrics = [("road", "ROAD ↑", 3), ("insertion", "insertion ↑", 2), ("deletion", "deletion ↓", 2),
+               ("pointing", "pointing % ↑", 0), ("box_iou", "box IoU ↑", 2)]
+    order = " / ".join(labels)
+    lines = ["| method | " + " | ".join(f"{title} ({order})" for _, title, _ in metrics) + " |",
+             "| --- | " + " | ".join("---" for _ in metrics) + " |"]
     for method in methods:
-        for metric, title in metrics:
-            cells = [values.get((label, f"{metric}@{method}")) for label in labels]
-            if all(cell is None for cell in cells):
-                continue
-            digits = 1 if metric == "pointing" else 3
-            lines.append(f"| {method} | {title} | " + " | ".join("-" if c is None else f"{c:.{digits}f}" for c in cells)
-                         + " |")
+        cells = []
+        for metric, _, digits in metrics:
+            numbers = [values.get((label, f"{metric}@{method}")) for label in labels]
+            cells.append(" / ".join("-" if n is None else f"{n:.{digits}f}" for n in numbers))
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
