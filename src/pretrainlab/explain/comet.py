@@ -133,7 +133,7 @@ def train_comet(model: COMET, inputs: torch.Tensor, targets: torch.Tensor, seed:
             outputs["loss"].backward()
             optimizer.step()
             scheduler.step()
-            losses.append(float(outputs["loss"]))
+            losses.append(float(outputs["loss"].detach()))
         history.append(sum(losses) / len(losses))
     model.eval()
     return history
