@@ -30,8 +30,7 @@ RESULTS = ROOT / "bench" / "results" / "explain"
 PAGE = ROOT / "docs" / "explain.md"
 CNNS = {"random": "random-tinycnn", "SimCLR": "cnn-simclr", "supervised": "cnn-supervised"}
 VITS = {"random": "random-vit_nano_patch4", "MAE": "vit-mae", "DINO": "vit-dino", "supervised": "vit-supervised",
-        "NMI-HAD (MAE teacher)": "vit-nmi_had", "supervised, 155 steps": "vit-supervised-long",
-        "MAE, 155 steps": "vit-mae-long"}
+        "NMI-HAD (MAE teacher)": "vit-nmi_had", "supervised, 155 steps": "vit-supervised-long"}
 QUALITY = {"data": "composed:builtin:400", "images": 12, "probe_images": 400,
            "options": {"road_percentiles": [20, 50, 80], "insertion_steps": 8, "rise_masks": 256}}
 

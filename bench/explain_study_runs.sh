@@ -32,8 +32,7 @@ run vit-dino --method dino --backbone vit_nano_patch4 --optimizer adamw --lr 5e-
     --option hidden_dim=512 --option bottleneck_dim=128 --option out_dim=1024 --option momentum=0.99 \
     --option local_count=2 --option head_batch_norm=false
 run vit-nmi_had --method nmi_had --backbone vit_nano_patch4 --option teacher=$R/vit-mae
-# Longer ViT runs (the 48-step ones above keep the random init's uniform attention): all 4,000 images, 5 epochs of
-# 128 (155 steps), warm-up 1 epoch
+# A longer supervised ViT (the 48-step runs above keep the random init's uniform attention): all 4,000 images,
+# 5 epochs of 128 (155 steps), warm-up 1 epoch
 C="--data builtin --epochs 5 --batch-size 128 --warmup-epochs 1 --no-progress"
 run vit-supervised-long --method supervised --backbone vit_nano_patch4 --optimizer adamw --lr 1e-3 --weight-decay 0.05
-run vit-mae-long --method mae --backbone vit_nano_patch4
