@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pretrainlab.allocator import keep_freed_memory
+from pretrainlab.cli_explain import add_explain_commands
 from pretrainlab.cli_results import add_results_commands, add_store_flag, positive_int
 from pretrainlab.cli_scale import add_scale_commands
 from pretrainlab.cli_text import add_text_commands
@@ -56,7 +57,7 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
                        ("precision", str), ("grad-clip", float), ("accumulate", int), ("checkpoint-every", int),
                        ("knn-every", int), ("log-every", int), ("seed", int), ("device", str), ("stop-after", int),
                        ("lr-scaling", str), ("workers", int), ("shuffle-buffer", int), ("strategy", str),
-                       ("dist-timeout", float)]:
+                       ("dist-timeout", float), ("filters-every", int)]:
         train.add_argument(f"--{flag}", type=kind)
     for flag in ("channels-last", "compile", "sync-batchnorm", "gpu-decode"):  # --no-FLAG turns a recipe's True off
         train.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=None)
@@ -65,7 +66,7 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
 TRAIN_FLAGS = ("epochs", "batch_size", "optimizer", "lr", "min_lr", "weight_decay", "momentum", "lars_trust",
                "warmup_epochs", "precision", "grad_clip", "accumulate", "checkpoint_every", "knn_every", "log_every",
                "seed", "device", "stop_after", "lr_scaling", "channels_last", "compile", "sync_batchnorm", "workers",
-               "shuffle_buffer", "gpu_decode", "strategy", "dist_timeout")
+               "shuffle_buffer", "gpu_decode", "strategy", "dist_timeout", "filters_every")
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
@@ -199,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_results_commands(commands)  # gauntlet, compare, store rebuild, report
     add_scale_commands(commands)  # shard
+    add_explain_commands(commands)  # explain
     add_text_commands(commands)  # curate, describe-neurons
 
     listing = commands.add_parser("list", help="list methods, backbones, datasets or protocols")

@@ -182,6 +182,13 @@ def build_method(config: RunConfig, context: MethodContext,
         raise PretrainlabError(f"invalid {config.method} options: {error}") from None
 
 
+def filter_monitor(backbone: Backbone, epoch: int) -> dict[str, Any]:
+    """The health of the backbone's 3x3 filters, for `TrainConfig.filters_every` (explain/filters.py)."""
+    from pretrainlab.explain.filters import filter_monitor_record
+
+    return filter_monitor_record(backbone.model)
+
+
 def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True,
              source: ImageSource | None = None) -> dict[str, Any]:
     """Pre-trains `config.method` and leaves a run folder; returns a summary (steps, seconds, images/s).
@@ -207,7 +214,7 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
     method = method.to(device)
     monitored = isinstance(source, ImageSource) and source.labelled and source.test is not None
     monitor = knn_monitor(source, context, device) if monitored else None
-    trainer = Trainer(method, source.train, config.train, run_dir, device, monitor, show_progress)
+    trainer = Trainer(method, source.train, config.train, run_dir, device, monitor, show_progress, filter_monitor)
     if rank() == 0 and not resume:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_config(run_dir, config, {

@@ -29,6 +29,8 @@ class TrainConfig:
         checkpoint_every: steps between checkpoints (0: once per epoch); one is always written at the end.
         knn_every: run the online kNN monitor every this many epochs (0: off), and once on the untrained init
             (epoch 0), so the curve starts at this run's own random-init baseline.
+        filters_every: log the 3x3 filters' health (explain/filters.py) every this many epochs, and before the
+            first step (0: off).
         stop_after: stop as if interrupted after this many steps (0: never); continue with resume.
         prefetch: batches a background thread reads ahead (GPU runs).
         channels_last: keep weights and views in NHWC memory order (faster convolutions on CPUs and GPUs).
@@ -57,6 +59,7 @@ class TrainConfig:
     accumulate: int = 1
     checkpoint_every: int = 0
     knn_every: int = 0
+    filters_every: int = 0
     log_every: int = 10
     seed: int = 0
     device: str = "auto"

@@ -69,11 +69,13 @@ class Trainer:
         method: the pretext task (already on `device`).
         images: the training split (labels are passed to methods that use them): decoded images, or a split of
             tar shards that loader workers stream (`shards:` data).
-        monitor: optional callable(backbone, epoch) -> scalars, e.g. an online kNN accuracy.
+        monitor: optional callable(backbone, epoch) -> scalars, e.g. an online kNN accuracy (every knn_every epochs).
+        filter_monitor: optional callable(backbone, epoch) -> values, the filters' health (every filters_every epochs).
     """
 
     def __init__(self, method: Method, images: ImageSet | ShardSplit, config: TrainConfig, run_dir: Path,
-                 device: torch.device, monitor: Monitor | None = None, show_progress: bool = True) -> None:
+                 device: torch.device, monitor: Monitor | None = None, show_progress: bool = True,
+                 filter_monitor: Monitor | None = None) -> None:
         if device.type == "cpu":
             keep_freed_memory()
         if config.channels_last:  # views are made channels-last in train_step
@@ -84,6 +86,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.device = device
         self.monitor = monitor
+        self.filter_monitor = filter_monitor if config.filters_every else None
         self.is_main = rank() == 0
         self.show_progress = show_progress and self.is_main
         if isinstance(images, ShardSplit):
@@ -173,7 +176,7 @@ class Trainer:
     def fit(self, resume: bool = False) -> dict[str, Any]:
         start_step = self.restore() if resume else 0
         if start_step == 0 and self.monitor and self.config.knn_every:
-            self._monitor(0, 0)  # the untrained init: the random baseline of this very run (issue 9)
+            self._run_monitor(self.monitor, 0, 0)  # the untrained init: the random baseline of this very run (issue 9)
         progress = Progress(step=start_step, window_start=time.perf_counter())
         check_every = 1 if self.device.type == "cpu" else self.config.log_every
         started = time.perf_counter()
@@ -181,6 +184,8 @@ class Trainer:
                    dynamic_ncols=True, desc=f"{self.method.name}")
         previous_handlers = install_stop_handlers(self._request_stop)
         self.method.train()
+        if start_step == 0 and self.filter_monitor:  # the initial filters, so the log shows them forming
+            self._run_monitor(self.filter_monitor, 0, 0)
         try:
             self._run(start_step, progress, check_every, bar)
         except RuntimeError as error:  # torch.distributed's errors are RuntimeErrors too
@@ -230,14 +235,14 @@ class Trainer:
         if step % every == 0 and step < self.total_steps:
             self.checkpoint(step)
         epoch, within_epoch = divmod(step, steps_per_epoch)
-        knn_due = self.config.knn_every and within_epoch == 0 and epoch % self.config.knn_every == 0
-        if self.monitor and knn_due:
-            self._monitor(step, epoch)
+        for monitor, every in ((self.monitor, self.config.knn_every), (self.filter_monitor, self.config.filters_every)):
+            if monitor and every and within_epoch == 0 and epoch % every == 0:
+                self._run_monitor(monitor, step, epoch)
 
-    def _monitor(self, step: int, epoch: int) -> None:
+    def _run_monitor(self, monitor: Monitor, step: int, epoch: int) -> None:
         backbone = self.strategy.full_backbone(self.device)  # fsdp: an unsharded copy on rank 0
         if self.is_main:
-            scalars = self.monitor(backbone, epoch)
+            scalars = monitor(backbone, epoch)
             append_metrics(self.run_dir, {"step": step, "epoch": epoch, **scalars})
             self.method.train()
         if is_distributed():
