@@ -31,6 +31,7 @@ from pretrainlab.eval.protocols import PROTOCOLS, check_options
 from pretrainlab.methods import METHODS, MethodContext
 from pretrainlab.methods.parts.reconstruction import save_reconstruction_grid
 from pretrainlab.report import write_run_report
+from pretrainlab.report.network_snapshot import write_network_snapshot
 from pretrainlab.store import DEFAULT_STORE, EvaluationRecorder, ResultsStore, file_fingerprint
 from pretrainlab.train.config import RunConfig, TrainConfig
 from pretrainlab.train.loop import Trainer
@@ -179,15 +180,50 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
             "img_size": img_size, "in_chans": source.channels, "mean": list(context.mean), "std": list(context.std),
             "num_classes": source.num_classes, "train_images": len(source.train), "split": source.split_note,
             "steps_per_epoch": trainer.plan.steps_per_epoch, "world_size": world_size(),
-            "pretrainlab": pretrainlab.__version__, "torch": str(torch.__version__),
+            "pretrainlab": pretrainlab.__version__, "torch": str(torch.__version__), **machine_facts(device),
         })
     if rank() == 0 and resume:
         remove_stale_temporaries(run_dir)
     summary = trainer.fit(resume=resume)
     if rank() == 0:  # input / masked / reconstructed rows, for methods that reconstruct pixels
         save_reconstruction_grid(method, source.train.images, run_dir / "reconstructions.png", device)
+        summary["report"] = str(finish_run_outputs(run_dir, config, EvalTarget(
+            method.backbone, str(run_dir), img_size, context.mean, context.std, run_dir), source, device))
     summary.update({"run_dir": str(run_dir), "method": config.method, "backbone": config.backbone})
     return summary
+
+
+def machine_facts(device: torch.device) -> dict[str, str]:
+    """Where a run trained and with which versions, for its config.yaml and report."""
+    import platform
+
+    import timm
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return {"device": f"{device.type}: {name}", "timm": timm.__version__, "python": platform.python_version()}
+
+
+def finish_run_outputs(run_dir: Path, config: RunConfig, target: EvalTarget, source: ImageSource,
+                       device: torch.device) -> Path:
+    """After training (rank 0): reconstructions into TensorBoard, the network view's maps, then RUN/report.html."""
+    reconstructions = run_dir / "reconstructions.png"
+    if config.train.tensorboard and reconstructions.is_file():
+        from pretrainlab.train.tensorboard import TensorBoardLog
+
+        board = TensorBoardLog(run_dir)
+        board.image("reconstructions", reconstructions, config.train.epochs)
+        board.close()
+    write_network_snapshot(run_dir, target, source, device)
+    return write_run_report(run_dir)
+
+
+def snapshot_run_network(run_dir: Path, device: str = "auto") -> Path | None:
+    """RUN/network.json for a finished run, from its exported backbone and its config's data (`report --network`)."""
+    from pretrainlab.eval.target import load_run_target
+
+    config = saved_run_config(run_dir)
+    source = limit_source(load_source(config.data, image_size=config.img_size), config.max_train)
+    return write_network_snapshot(run_dir, load_run_target(run_dir), source, resolve_device(device))
 
 
 def evaluate_backbone(spec: str, data: str, protocols: list[str], device: str = "auto",
@@ -247,7 +283,7 @@ def gauntlet(spec: str, data: str, protocols: list[str] | None = None, seeds: in
     context = EvalContext(target, source, resolve_device(device), dict(options or {}))
     outcome = run_gauntlet(context, plan, range(seeds), recorder, keep_going)
     if target.run_dir is not None:
-        write_run_report(target.run_dir)
+        write_run_report(target.run_dir, store)
     return outcome
 
 

@@ -29,6 +29,7 @@ class TrainConfig:
         stop_after: stop as if interrupted after this many steps (0: never); continue with resume.
         prefetch: batches a background thread reads ahead (GPU runs).
         channels_last: keep weights and views in NHWC memory order (faster convolutions on CPUs and GPUs).
+        tensorboard: also write TensorBoard event files into RUN/tensorboard/ (metrics.jsonl is always written).
     """
 
     epochs: int = 100
@@ -54,6 +55,7 @@ class TrainConfig:
     sync_batchnorm: bool = False
     stop_after: int = 0
     prefetch: int = 2
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.accumulate < 1:

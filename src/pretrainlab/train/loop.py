@@ -26,6 +26,7 @@ from pretrainlab.methods.base import Method
 from pretrainlab.train.checkpoint import append_metrics, load_checkpoint, save_checkpoint, truncate_metrics
 from pretrainlab.train.config import TrainConfig
 from pretrainlab.train.optim import build_optimizer, learning_rate_at, set_learning_rate
+from pretrainlab.train.tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class Trainer:
         self.forward = torch.compile(self.model) if config.compile else self.model
         self.generator = torch.Generator(device=device)
         self._interrupted = False
+        self.tensorboard: TensorBoardLog | None = None
 
     # -- state ---------------------------------------------------------------------------------
     def state(self, step: int) -> dict[str, Any]:
@@ -159,6 +161,8 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict[str, Any]:
         start_step = self.restore() if resume else 0
+        if self.is_main and self.config.tensorboard:
+            self.tensorboard = TensorBoardLog(self.run_dir, start_step)
         progress = Progress(step=start_step, window_start=time.perf_counter())
         check_every = 1 if self.device.type == "cpu" else self.config.log_every
         started = time.perf_counter()
@@ -187,6 +191,8 @@ class Trainer:
                     )
         finally:
             bar.close()
+            if self.tensorboard is not None:
+                self.tensorboard.close()
             self._restore_signal_handlers(previous_handlers)
         self.checkpoint(self.total_steps)
         if self.is_main:
@@ -206,6 +212,8 @@ class Trainer:
             if self.is_main:
                 scalars = self.monitor(self.method.backbone, epoch)
                 append_metrics(self.run_dir, {"step": step, "epoch": epoch, **scalars})
+                if self.tensorboard is not None:
+                    self.tensorboard.scalars(scalars, step, "monitor")
                 self.method.train()
             if is_distributed():
                 torch.distributed.barrier()
@@ -228,6 +236,8 @@ class Trainer:
                   "lr": self.optimizer.param_groups[0]["lr"], "images_per_second": rate, **values}
         if self.is_main:
             append_metrics(self.run_dir, record)
+            if self.tensorboard is not None:
+                self.tensorboard.scalars(record, progress.step)
         bar.set_postfix(loss=f"{values['loss']:.4f}", img_s=f"{rate:.0f}")
 
     def _should_stop(self, step: int) -> bool:
