@@ -113,7 +113,7 @@ def write_network_snapshot(run_dir: Path, target: EvalTarget, source: ImageSourc
     mean, std = normalisation(target, source.train.images)
     try:
         snapshot = network_snapshot(target, images, labels, mean, std, device)
-    except (NotImplementedError, AttributeError, RuntimeError, TypeError) as error:
+    except (NotImplementedError, AttributeError, RuntimeError, TypeError, ValueError) as error:
         log.warning("no network view for %s: its feature maps are not available (%s)", target.label, error)
         return None
     if not snapshot["stages"]:
