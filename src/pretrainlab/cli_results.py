@@ -82,13 +82,13 @@ def run_report(args: argparse.Namespace) -> int:
     from pretrainlab.report import write_run_report
 
     if args.network:
-        from pretrainlab.pipeline import snapshot_run_network
+        from pretrainlab.errors import PretrainlabError
+        from pretrainlab.pipeline import resolve_device
+        from pretrainlab.report.run_outputs import snapshot_run_network
 
-        if not args.run.is_dir():
-            from pretrainlab.errors import PretrainlabError
-
-            raise PretrainlabError(f"run folder not found: {args.run}")
-        snapshot_run_network(args.run, args.device)
+        if not (args.run / "config.yaml").is_file():
+            raise PretrainlabError(f"run folder not found (no config.yaml): {args.run}")
+        snapshot_run_network(args.run, resolve_device(args.device))
     print(write_run_report(args.run, args.store))
     return 0
 

@@ -31,7 +31,7 @@ from pretrainlab.eval.protocols import PROTOCOLS, check_options
 from pretrainlab.methods import METHODS, MethodContext
 from pretrainlab.methods.parts.reconstruction import save_reconstruction_grid
 from pretrainlab.report import write_run_report
-from pretrainlab.report.network_snapshot import write_network_snapshot
+from pretrainlab.report.run_outputs import finish_run_outputs
 from pretrainlab.store import DEFAULT_STORE, EvaluationRecorder, ResultsStore, file_fingerprint
 from pretrainlab.train.config import RunConfig, TrainConfig
 from pretrainlab.train.loop import Trainer
@@ -201,29 +201,6 @@ def machine_facts(device: torch.device) -> dict[str, str]:
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     return {"device": f"{device.type}: {name}", "timm": timm.__version__, "python": platform.python_version()}
-
-
-def finish_run_outputs(run_dir: Path, config: RunConfig, target: EvalTarget, source: ImageSource,
-                       device: torch.device) -> Path:
-    """After training (rank 0): reconstructions into TensorBoard, the network view's maps, then RUN/report.html."""
-    reconstructions = run_dir / "reconstructions.png"
-    if config.train.tensorboard and reconstructions.is_file():
-        from pretrainlab.train.tensorboard import TensorBoardLog
-
-        board = TensorBoardLog(run_dir)
-        board.image("reconstructions", reconstructions, config.train.epochs)
-        board.close()
-    write_network_snapshot(run_dir, target, source, device)
-    return write_run_report(run_dir)
-
-
-def snapshot_run_network(run_dir: Path, device: str = "auto") -> Path | None:
-    """RUN/network.json for a finished run, from its exported backbone and its config's data (`report --network`)."""
-    from pretrainlab.eval.target import load_run_target
-
-    config = saved_run_config(run_dir)
-    source = limit_source(load_source(config.data, image_size=config.img_size), config.max_train)
-    return write_network_snapshot(run_dir, load_run_target(run_dir), source, resolve_device(device))
 
 
 def evaluate_backbone(spec: str, data: str, protocols: list[str], device: str = "auto",
