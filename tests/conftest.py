@@ -41,4 +41,4 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         reason = str(skipped[0].longrepr[-1]) if isinstance(skipped[0].longrepr, tuple) else str(skipped[0].longrepr)
         terminalreporter.write_sep("!", f"{len(skipped)} BROWSER TESTS SKIPPED: {reason}", red=True, bold=True)
         terminalreporter.write_line("install Chromium to run them: apt-get install chromium (see README.md, "
-                                    "'Reports in a browser')", red=True)
+                                    "'Browser tests' under Reports)", red=True)
