@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -114,3 +115,14 @@ def test_pretrain_writes_report_network_view_and_tensorboard(tmp_path: Path,
     assert main(["report", str(run), "--network", "--device", "cpu"]) == 0
     assert '"stages"' in (run / "network.json").read_text()
     assert 'id="network-data"' in (run / "report.html").read_text()
+
+
+def test_a_broken_network_file_leaves_a_hint_not_a_broken_page(tmp_path: Path) -> None:
+    from pretrainlab.report.network_view import network_section
+
+    entry = {"channel": 0, "png": "", "mean": float("nan"), "std": 0, "min": 0, "max": 0, "active": 0}
+    (tmp_path / "network.json").write_text(json.dumps({"stages": [{"name": "a", "shape": [1, 2, 2]}],
+                                                       "images": [{"label": "x", "input": "", "stages": [[entry]]}]}))
+    assert "not finite" in "".join(network_section(tmp_path))
+    (tmp_path / "network.json").write_text("{not json")
+    assert "no usable network.json" in "".join(network_section(tmp_path))

@@ -61,6 +61,7 @@ def stage_names(target: EvalTarget, count: int) -> list[str]:
 
 def channel_entries(maps: torch.Tensor) -> list[dict[str, Any]]:
     """maps (C, H, W) of one image -> the MAPS_PER_STAGE most active channels with their statistics."""
+    maps = torch.nan_to_num(maps)  # a diverged network's inf/NaN would make the page's JSON invalid
     activity = maps.abs().mean(dim=(1, 2))  # (C,)
     order = torch.argsort(activity, descending=True)[:MAPS_PER_STAGE]
     small = F.adaptive_avg_pool2d(maps, MAX_MAP_SIDE) if max(maps.shape[1:]) > MAX_MAP_SIDE else maps

@@ -37,11 +37,16 @@ def network_section(run_dir: Path) -> list[str]:
     parts = ["<h2 id=\"network\">The network, stage by stage</h2>"]
     snapshot = read_snapshot(run_dir)
     if snapshot is None:
-        return [*parts, hint(f"no {NETWORK_FILE} in this run: run `pretrainlab report {run_dir} --network` to "
+        return [*parts, hint(f"no usable {NETWORK_FILE} in this run: run `pretrainlab report {run_dir} --network` to "
                              "fill this (pre-training writes it at the end).")]
+    try:
+        data = json_script("network-data", snapshot)
+    except ValueError:  # NaN or infinity in an old or edited file: JSON.parse would fail in the browser
+        return [*parts, hint(f"{NETWORK_FILE} holds values that are not finite: run `pretrainlab report {run_dir} "
+                             "--network` to recompute it.")]
     return [*parts,
             '<p class="note">pick an image, click a stage to see its feature maps (the most active channels of that '
             "image, each scaled to its own range), hover a map for its statistics.</p>",
             '<div id="network-view"><div class="net-images"></div><div class="net-stages"></div>'
             '<div class="net-maps"></div><p class="net-stats"></p></div>',
-            json_script("network-data", snapshot)]
+            data]
