@@ -89,7 +89,7 @@ def test_run_page_in_a_browser(browser: Any, tmp_path: Path) -> None:
     for figure in page.locator("figure.chart").all():  # every chart drew every point it has
         assert figure.locator("circle.mark").count() == int(figure.get_attribute("data-marks")) > 0
     assert chart_marks(page, "pre-training loss per term") == (3 * STEPS, 3 * STEPS)  # loss, two terms
-    assert chart_marks(page, f"online kNN top-1 (k={20})")[0] == EPOCHS
+    assert chart_marks(page, "online kNN top-1 (k=20)")[0] == EPOCHS
     assert chart_marks(page, "few_labels: accuracy by level")[0] == 2 * 3  # this run and random init, 3 fractions
     loss_chart = page.locator('figure.chart:has(svg[aria-label="pre-training loss per term"])')
     loss_chart.locator("circle.mark").nth(5).hover()
