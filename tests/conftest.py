@@ -31,3 +31,14 @@ def rgb_batch() -> torch.Tensor:
     """16 random uint8 RGB images (B, H, W, C) at 32 px."""
     generator = torch.Generator().manual_seed(1)
     return torch.randint(0, 256, (16, 32, 32, 3), dtype=torch.uint8, generator=generator)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Browser tests that skipped for want of a browser are said loudly, not only as an 's' in the dots."""
+    skipped = [report for report in terminalreporter.stats.get("skipped", [])
+               if "no headless Chromium" in str(getattr(report, "longrepr", ""))]
+    if skipped:
+        reason = str(skipped[0].longrepr[-1]) if isinstance(skipped[0].longrepr, tuple) else str(skipped[0].longrepr)
+        terminalreporter.write_sep("!", f"{len(skipped)} BROWSER TESTS SKIPPED: {reason}", red=True, bold=True)
+        terminalreporter.write_line("install Chromium to run them: apt-get install chromium (see README.md, "
+                                    "'Browser tests' under Reports)", red=True)

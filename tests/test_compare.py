@@ -151,7 +151,7 @@ def test_cli_compare_prints_and_writes_html(tmp_path: Path, capsys: pytest.Captu
                  "--format", "markdown", "--html", str(html)]) == 0
     assert "| knn | top1 |" in capsys.readouterr().out
     page = html.read_text()
-    assert "timm:tinycnn" in page and "mean z" in page and "<script" not in page
+    assert "timm:tinycnn" in page and "mean z" in page and "<script src" not in page and 'class="sortable"' in page
 
 
 def test_measured_call_time_wins_over_per_metric_seconds() -> None:

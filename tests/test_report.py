@@ -27,7 +27,8 @@ def test_nice_ticks_cover_the_range_with_round_steps() -> None:
 
 def test_line_chart_draws_every_finite_point() -> None:
     svg = line_chart([0, 1, 2, 3], [4.0, 3.0, float("nan"), 1.0], "loss <curve>", "step", "loss")
-    assert svg.startswith("<svg") and svg.endswith("</svg>")
+    assert svg.startswith('<figure class="chart" data-marks="3">') and "</svg>" in svg
+    assert svg.count('<circle class="mark"') == 3 and "<title>loss: step 3, loss 1</title>" in svg
     path = re.search(r'<path d="([^"]+)"', svg).group(1)
     assert path.count("M") == 1 and path.count("L") == 2  # three finite points, NaN dropped
     assert "loss &lt;curve&gt;" in svg  # titles are escaped
@@ -54,12 +55,13 @@ def make_run(folder: Path) -> Path:
 def test_run_page_is_self_contained_and_shows_everything(tmp_path: Path) -> None:
     run = make_run(tmp_path / "runs" / "mae-small")
     page = write_run_report(run).read_text()
-    assert page.count("<svg") == 2 and "online kNN top-1 (k=20)" in page
+    assert page.count("<svg") == 2 and "online kNN top-1 (k=20)" in page  # loss and kNN (no lr logged)
     assert "82.00 ± 2.00" in page  # mean and sample std of 80, 82, 84
     embedded = re.search(r'src="data:image/png;base64,([^"]+)"', page).group(1)
     assert base64.b64decode(embedded) == (run / "reconstructions.png").read_bytes()
     assert "vit_nano_patch4" in page and "mae" in page
-    assert not re.search(r'(src|href)="(http|/|\.\./)', page) and "<script" not in page  # nothing fetched
+    assert not re.search(r'(src|href)="(http|/|\.\./)', page)  # nothing fetched
+    assert not re.search(r"<script[^>]*\bsrc=|@import|url\(", page) and page.count("<script>") == 1
 
 
 def test_run_page_without_metrics_or_evaluations(tmp_path: Path) -> None:
@@ -67,6 +69,7 @@ def test_run_page_without_metrics_or_evaluations(tmp_path: Path) -> None:
     run.mkdir()
     page = write_run_report(run).read_text()
     assert "no metrics.jsonl" in page and "none yet" in page
+    assert "pretrainlab explain" in page and "pretrainlab attack" in page and "--network" in page
 
 
 def test_comparison_page_lists_ranks_and_values() -> None:

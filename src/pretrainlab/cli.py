@@ -59,14 +59,15 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
                        ("lr-scaling", str), ("workers", int), ("shuffle-buffer", int), ("strategy", str),
                        ("dist-timeout", float), ("filters-every", int)]:
         train.add_argument(f"--{flag}", type=kind)
-    for flag in ("channels-last", "compile", "sync-batchnorm", "gpu-decode"):  # --no-FLAG turns a recipe's True off
+    # --no-FLAG turns a recipe's True off
+    for flag in ("channels-last", "compile", "sync-batchnorm", "gpu-decode", "tensorboard"):
         train.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=None)
 
 
 TRAIN_FLAGS = ("epochs", "batch_size", "optimizer", "lr", "min_lr", "weight_decay", "momentum", "lars_trust",
                "warmup_epochs", "precision", "grad_clip", "accumulate", "checkpoint_every", "knn_every", "log_every",
                "seed", "device", "stop_after", "lr_scaling", "channels_last", "compile", "sync_batchnorm", "workers",
-               "shuffle_buffer", "gpu_decode", "strategy", "dist_timeout", "filters_every")
+               "shuffle_buffer", "gpu_decode", "strategy", "dist_timeout", "filters_every", "tensorboard")
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
@@ -91,6 +92,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
     logging.getLogger("pretrainlab").info(
         "done: %d steps in %.1f s (%.0f images/s); backbone in %s/backbone.safetensors",
         summary["steps"], summary["seconds"], summary["images_per_second"], summary["run_dir"])
+    if summary.get("report"):
+        print(f"report: {summary['report']}")
     return 0
 
 
@@ -152,7 +155,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from pretrainlab.demo import format_table
     from pretrainlab.demo import run_demo as demo
 
-    rows = demo(out=args.out, epochs=args.epochs, show_progress=not args.no_progress)
+    rows = demo(out=args.out, epochs=args.epochs, show_progress=not args.no_progress, store=args.store)
     print(format_table(rows))
     return 0
 
@@ -166,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", help="run folder (default runs/demo-TIMESTAMP)")
     demo.add_argument("--epochs", type=int, help="pre-training epochs (default: the demo's budget)")
     demo.add_argument("--no-progress", action="store_true")
+    add_store_flag(demo)
     demo.set_defaults(handler=run_demo)
 
     pretrain = commands.add_parser("pretrain", help="pre-train a backbone with a pretext task")

@@ -81,7 +81,15 @@ def run_store(args: argparse.Namespace) -> int:
 def run_report(args: argparse.Namespace) -> int:
     from pretrainlab.report import write_run_report
 
-    print(write_run_report(args.run))
+    if args.network:
+        from pretrainlab.errors import PretrainlabError
+        from pretrainlab.pipeline import resolve_device
+        from pretrainlab.report.run_outputs import snapshot_run_network
+
+        if not (args.run / "config.yaml").is_file():
+            raise PretrainlabError(f"run folder not found (no config.yaml): {args.run}")
+        snapshot_run_network(args.run, resolve_device(args.device))
+    print(write_run_report(args.run, args.store))
     return 0
 
 
@@ -129,4 +137,8 @@ def add_results_commands(commands: argparse._SubParsersAction) -> None:
 
     report = commands.add_parser("report", help="write or refresh RUN/report.html")
     report.add_argument("run", type=Path, help="run folder")
+    report.add_argument("--network", action="store_true", help="(re)compute the network view's feature maps from "
+                        "backbone.safetensors and the run's data (pre-training writes them at the end)")
+    report.add_argument("--device", default="auto")
+    add_store_flag(report)
     report.set_defaults(handler=run_report)

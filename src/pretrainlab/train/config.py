@@ -42,6 +42,7 @@ class TrainConfig:
             over the processes with PyTorch's FSDP2; checkpoints sharded with torch.distributed.checkpoint).
         dist_timeout: seconds a collective may wait for the other processes before the run stops with an error
             (a process that dies closes its connections and is noticed at once; this bounds a hung one).
+        tensorboard: also write TensorBoard event files into RUN/tensorboard/ (metrics.jsonl is always written).
     """
 
     epochs: int = 100
@@ -73,6 +74,7 @@ class TrainConfig:
     gpu_decode: bool = False
     strategy: str = "ddp"
     dist_timeout: float = 1800.0
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.accumulate < 1:

@@ -30,6 +30,7 @@ from pretrainlab.train.config import TrainConfig
 from pretrainlab.train.optim import build_optimizer, learning_rate_at, set_learning_rate
 from pretrainlab.train.signals import install_stop_handlers, restore_handlers
 from pretrainlab.train.strategy import make_strategy
+from pretrainlab.train.tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ class Trainer:
         self.generator = torch.Generator(device=device)
         self._interrupted = False
         self.last_checkpoint = 0
+        self.tensorboard: TensorBoardLog | None = None
 
     # -- state ---------------------------------------------------------------------------------
     def restore(self) -> int:
@@ -175,6 +177,8 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict[str, Any]:
         start_step = self.restore() if resume else 0
+        if self.is_main and self.config.tensorboard:
+            self.tensorboard = TensorBoardLog(self.run_dir, start_step)
         if start_step == 0 and self.monitor and self.config.knn_every:
             self._run_monitor(self.monitor, 0, 0)  # the untrained init: the random baseline of this very run (issue 9)
         progress = Progress(step=start_step, window_start=time.perf_counter())
@@ -199,6 +203,8 @@ class Trainer:
                 "with --resume") from None
         finally:
             bar.close()
+            if self.tensorboard is not None:
+                self.tensorboard.close()
             restore_handlers(previous_handlers)
         self.checkpoint(self.total_steps)
         backbone_state = self.strategy.full_state("backbone.model.")  # fsdp: gathered from every rank
@@ -244,6 +250,8 @@ class Trainer:
         if self.is_main:
             scalars = monitor(backbone, epoch)
             append_metrics(self.run_dir, {"step": step, "epoch": epoch, **scalars})
+            if self.tensorboard is not None:
+                self.tensorboard.scalars(scalars, step, "monitor")
             self.method.train()
         if is_distributed():
             torch.distributed.barrier()
@@ -266,6 +274,8 @@ class Trainer:
                   "lr": self.optimizer.param_groups[0]["lr"], "images_per_second": rate, **values}
         if self.is_main:
             append_metrics(self.run_dir, record)
+            if self.tensorboard is not None:
+                self.tensorboard.scalars(record, progress.step)
         bar.set_postfix(loss=f"{values['loss']:.4f}", img_s=f"{rate:.0f}")
 
     def _request_stop(self) -> None:
