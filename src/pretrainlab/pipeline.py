@@ -183,7 +183,7 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
     img_size = config.img_size or source.image_size[0]
     context = method_context(source, img_size)
     torch.manual_seed(config.train.seed)  # identical initial weights on every rank and every rerun
-    backbone = create_backbone(config.backbone, img_size, source.channels)
+    backbone = create_backbone(config.backbone, img_size, source.channels, **config.backbone_options)
     method_class = METHODS.get(config.method)
     method_config = build_config(method_class.config_class, config.method_options, config.method)
     method = method_class(backbone, method_config, context).to(device)

@@ -87,3 +87,4 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     download: bool = False
     max_train: int | None = None  # pre-train on a fixed class-balanced subset of this many training images
+    backbone_options: dict[str, Any] = field(default_factory=dict)  # timm kwargs of the backbone (saved with it)
