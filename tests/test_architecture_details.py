@@ -146,6 +146,7 @@ def test_trainer_drives_the_schedule_and_backbone_options_are_saved(tmp_path: Pa
     (["eval", "timm:slab_nano_patch4", "--img-size", "30", "--no-store"], "not divisible by the patch size"),
     (["eval", "timm:moat_nano_cifar", "--img-size", "40", "--no-store"], "not divisible by the network's total"),
     (["eval", "timm:slab_nano_patc4", "--no-store"], "did you mean 'slab_nano_patch4'"),
+    (["pretrain", "--method", "mae", "--backbone", "test_illama", "--img-size", "32"], "another structure"),
     (["pretrain", "--method", "simclr", "--backbone", "test_illama", "--img-size", "32", "--backbone-option",
       "soft_mask_end=2"], "soft_mask_end in [0, 1]"),
     (["pretrain", "--method", "simclr", "--backbone", "test_slab", "--img-size", "32", "--backbone-option",

@@ -11,6 +11,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+import pretrainlab.backbones.lowrank  # noqa: F401  (registers pela_lowrank, the low-rank version of any model)
 import pretrainlab.backbones.paper_architectures  # noqa: F401  (registers the papers' architectures)
 import pretrainlab.backbones.small  # noqa: F401  (registers the small-image models in timm)
 from pretrainlab.atomic import atomic_path
