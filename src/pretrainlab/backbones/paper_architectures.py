@@ -18,13 +18,14 @@ from pretrainlab.backbones import (  # noqa: F401  (importing registers the mode
     ibn_resnet,
     illama,
     moat,
+    plain_nets,
     raftmlp,
     scatnet,
     slab,
 )
 
 ARCHITECTURE_MODULES = tuple(module.__name__ for module in (
-    slab, moat, illama, raftmlp, ibn_resnet, complex_cnn, cbnet, scatnet, convit_small))
+    slab, moat, illama, raftmlp, ibn_resnet, complex_cnn, cbnet, scatnet, convit_small, plain_nets))
 
 
 def paper_backbones() -> list[str]:
