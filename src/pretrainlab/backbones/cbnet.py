@@ -132,3 +132,9 @@ def cbnet_resnet18_cifar(**kwargs: Any) -> CompositeBackbone:
 def cbnet_resnet50(**kwargs: Any) -> CompositeBackbone:
     """Dual-ResNet-50, the paper's smallest composite backbone."""
     return _composite(Bottleneck, [3, 4, 6, 3], False, **kwargs)
+
+
+@register_model
+def cbnet_resnet18_narrow_cifar(**kwargs: Any) -> CompositeBackbone:
+    """Dual-ResNet-18 at a quarter width (16 to 128 channels), CIFAR stem: for 32 px images on a CPU."""
+    return _composite(BasicBlock, [2, 2, 2, 2], True, **{"channels": (16, 32, 64, 128), **kwargs})

@@ -69,9 +69,14 @@ def _imagenet_resnet(block: type[nn.Module], layers: list[int], **kwargs: Any) -
     return ResNet(block=block, layers=layers, **kwargs)
 
 
-def _ibn(kind: str, block: type[nn.Module], layers: list[int], cifar: bool, **kwargs: Any) -> ResNet:
+def _ibn(kind: str | None, block: type[nn.Module], layers: list[int], cifar: bool, **kwargs: Any) -> ResNet:
+    """kind "a" or "b"; None builds the plain ResNet of the same shape (the reference IBN-Net compares with)."""
     build = _cifar_resnet if cifar else _imagenet_resnet
-    return apply_ibn(build(block, layers, **kwargs), kind)
+    model = build(block, layers, **kwargs)
+    return model if kind is None else apply_ibn(model, kind)
+
+
+NARROW = {"channels": (16, 32, 64, 128)}  # a quarter of ResNet-18's widths, for 32 px images on a CPU
 
 
 TEST_SIZE = {"channels": (8, 16, 32, 64)}
@@ -127,3 +132,21 @@ def resnet50_ibn_a_cifar(**kwargs: Any) -> ResNet:
 @register_model
 def resnet50_ibn_b_cifar(**kwargs: Any) -> ResNet:
     return _ibn("b", Bottleneck, [3, 4, 6, 3], True, **kwargs)
+
+
+@register_model
+def resnet18_ibn_a_narrow_cifar(**kwargs: Any) -> ResNet:
+    """IBN-a ResNet-18 at a quarter width (16 to 128 channels), CIFAR stem."""
+    return _ibn("a", BasicBlock, [2, 2, 2, 2], True, **{**NARROW, **kwargs})
+
+
+@register_model
+def resnet18_ibn_b_narrow_cifar(**kwargs: Any) -> ResNet:
+    """IBN-b ResNet-18 at a quarter width (16 to 128 channels), CIFAR stem."""
+    return _ibn("b", BasicBlock, [2, 2, 2, 2], True, **{**NARROW, **kwargs})
+
+
+@register_model
+def resnet18_narrow_cifar(**kwargs: Any) -> ResNet:
+    """The plain ResNet-18 at a quarter width that the narrow IBN models are compared with."""
+    return _ibn(None, BasicBlock, [2, 2, 2, 2], True, **{**NARROW, **kwargs})
