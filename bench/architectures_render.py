@@ -44,6 +44,15 @@ def architecture_table() -> str:
             f"{_number(speed.get('infer_images_per_s'), 0)} | {_number(random.get('knn_top1'))} | "
             f"{_number(trained['knn_top1'])} | {_number(random.get('linear_top1'))} | "
             f"{_number(trained['linear_top1'])} |")
+    dense = [(key, row["dense"]) for key, row in results.items() if "dense" in row]
+    if dense:
+        lines += ["", "Dense probe (linear 1x1 head on the last feature map, composed Fashion-MNIST canvases of 56 px, "
+                  f"{dense[0][1]['canvases']} training / {dense[0][1]['canvases'] // 4} test canvases):", "",
+                  "| backbone | mIoU random | mIoU SimCLR | pixel acc. random | pixel acc. SimCLR |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        for _, values in dense:
+            lines.append(f"| `{values['backbone']}` | {values['random_mIoU']:.1f} | {values['trained_mIoU']:.1f} | "
+                         f"{values['random_pixel_accuracy']:.1f} | {values['trained_pixel_accuracy']:.1f} |")
     return "\n".join(lines)
 
 

@@ -40,6 +40,7 @@ DATA = f"npz:{SHARED / 'fashion_mnist.npz'}"
 RESULTS = ROOT / "bench" / "results" / "architectures"
 RUNS = ROOT / "runs" / "bench-architectures"
 IMG_SIZE, TRAIN_IMAGES, EVAL_IMAGES, EPOCHS, BATCH_SIZE = 32, 5_000, 5_000, 3, 64
+DENSE_CANVASES = 1_000  # composed training canvases (and 250 test ones) for the dense probe
 
 # key: (paper, backbone, method, method options)
 ROWS: dict[str, tuple[str, str, str, dict]] = {
@@ -117,6 +118,20 @@ def measure_speed(key: str, evaluation: ImageSource) -> None:
     write("speed", key, {result.metric: result.value for result in results})
 
 
+def measure_dense(key: str) -> None:
+    """The dense probe (linear per-pixel head on the last feature map) on composed Fashion-MNIST canvases (56 px):
+    CBNet is a detection backbone, so its lead backbone's maps are what it offers."""
+    backbone = ROWS[key][1]
+    source = load_source(f"composed:{DATA}:{DENSE_CANVASES}")
+    torch.manual_seed(0)
+    random = EvalTarget(create_backbone(backbone, source.image_size[0], 1), f"timm:{backbone}", IMG_SIZE)
+    values = {}
+    for name, target in (("random", random), ("trained", load_run_target(RUNS / key))):
+        results = evaluate(EvalContext(target, source, torch.device("cpu")), "dense")
+        values.update({f"{name}_{r.metric}": r.value for r in results})
+    write("dense", key, {"backbone": backbone, "canvases": DENSE_CANVASES, **values})
+
+
 def selected(text: str) -> list[str]:
     keys = [k for k in text.split(",") if k] if text != "all" else list(ROWS)
     unknown = [k for k in keys if k not in ROWS]
@@ -130,17 +145,23 @@ def main() -> None:
     parser.add_argument("--rows", default="", help="rows to pre-train and evaluate (comma list or 'all')")
     parser.add_argument("--random", default="", help="rows whose random-init baseline to evaluate")
     parser.add_argument("--speed", default="", help="rows to time (run under flock /tmp/pretrainlab-bench.lock)")
+    parser.add_argument("--dense", default="", help="rows to measure with the dense probe (composed canvases)")
     parser.add_argument("--reuse", action="store_true", help="evaluate finished runs, resume interrupted ones")
     parser.add_argument("--render", action="store_true", help="write docs/architectures.md")
     args = parser.parse_args()
-    if args.rows or args.random or args.speed:
+    if args.rows or args.random or args.speed:  # (--dense loads its own data)
         train, evaluation = sources()
-        for key in selected(args.random):
-            measure_random(key, evaluation)
+        backbones_done: set[str] = set()
+        for key in selected(args.random):  # one random baseline per architecture, stored with its first row
+            if ROWS[key][1] not in backbones_done:
+                measure_random(key, evaluation)
+                backbones_done.add(ROWS[key][1])
         for key in selected(args.rows):
             measure_row(key, train, evaluation, args.reuse)
         for key in selected(args.speed):
             measure_speed(key, evaluation)
+    for key in selected(args.dense):
+        measure_dense(key)
     if args.render:
         from bench.architectures_render import render
 
