@@ -122,6 +122,8 @@ def low_rank_layers(model: nn.Module) -> dict[str, LowRankLinear | LowRankConv2d
 def pela_lowrank(base: str = "resnet18_cifar", rank_ratio: float = 0.5, **kwargs: Any) -> nn.Module:
     """timm model `base` (built with the remaining kwargs) with its layers factorised at `rank_ratio`."""
     check_rank_ratio(rank_ratio)
+    if base == LOW_RANK_MODEL:
+        raise ValueError("the base of a low-rank model cannot itself be low-rank; factorise the original model")
     model = timm.create_model(base, **drop_factory_kwargs(kwargs))
     factorise_(model, rank_ratio)
     return model

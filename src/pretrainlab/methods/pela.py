@@ -26,7 +26,13 @@ import torch
 import torch.nn.functional as F
 
 from pretrainlab.backbones import Backbone, create_backbone, load_backbone
-from pretrainlab.backbones.lowrank import check_rank_ratio, init_from_full, low_rank_backbone, low_rank_layers
+from pretrainlab.backbones.lowrank import (
+    LOW_RANK_MODEL,
+    check_rank_ratio,
+    init_from_full,
+    low_rank_backbone,
+    low_rank_layers,
+)
 from pretrainlab.data.views import ViewSpec
 from pretrainlab.errors import PretrainlabError
 from pretrainlab.methods.base import Batch, Method, MethodContext, register_method
@@ -77,6 +83,8 @@ class PELA(Method):
 
     def __init__(self, backbone: Backbone, config: PELAConfig, context: MethodContext) -> None:
         super().__init__(backbone, config, context)
+        if backbone.name == LOW_RANK_MODEL:
+            raise PretrainlabError("this backbone is already low-rank; compress the original (full-rank) run")
         teacher = load_full_teacher(config.teacher, context)
         own = backbone.model.state_dict()
         if teacher.name != backbone.name or any(k not in own or own[k].shape != v.shape
