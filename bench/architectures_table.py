@@ -158,8 +158,11 @@ def main() -> None:
                 backbones_done.add(ROWS[key][1])
         for key in selected(args.rows):
             measure_row(key, train, evaluation, args.reuse)
-        for key in selected(args.speed):
-            measure_speed(key, evaluation)
+        timed: set[str] = set()
+        for key in selected(args.speed):  # one timing per architecture
+            if ROWS[key][1] not in timed:
+                measure_speed(key, evaluation)
+                timed.add(ROWS[key][1])
     for key in selected(args.dense):
         measure_dense(key)
     if args.render:

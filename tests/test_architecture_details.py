@@ -15,7 +15,8 @@ from timm.utils.model import reparameterize_model
 
 from pretrainlab.backbones.complex_cnn import TWINS
 from pretrainlab.backbones.complex_layers import ComplexBatchNorm2d, ComplexConv2d, MagnitudeMaxPool2d
-from pretrainlab.backbones.slab import ProgressiveNorm, SlabTransformer
+from pretrainlab.backbones.prepbn import ProgressiveNorm
+from pretrainlab.backbones.slab import SlabTransformer
 from pretrainlab.cli import main
 from pretrainlab.data.source import ImageSource
 from pretrainlab.pipeline import build_run_config, pretrain
