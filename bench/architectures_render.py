@@ -22,28 +22,38 @@ def _number(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def architecture_table() -> str:
+def _shared(results: dict[str, dict], backbone: str, kind: str) -> dict:
+    """A measurement stored once per architecture (random init, size, speed), whichever row holds it."""
     from bench.architectures_table import ROWS
 
-    lines = ["| paper | backbone | method | params (M) | GMACs | train img/s | infer img/s | kNN random | kNN | "
-             "linear random | linear |", "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    return next((row[kind] for key, row in results.items() if ROWS[key][1] == backbone and kind in row), {})
+
+
+def architecture_table() -> str:
+    """One line per row and budget that was pre-trained; an architecture with none gets its random-init line."""
+    from bench.architectures_table import EPOCHS, ROWS
+
+    lines = ["| paper | backbone | method | epochs | params (M) | GMACs | train img/s | infer img/s | kNN random | "
+             "kNN | linear random | linear |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     results = dict(_rows("architectures"))
+    shown: set[str] = set()
     for key, (paper, backbone, method, options) in ROWS.items():
         row = results.get(key, {})
-        if "trained" not in row:
+        runs = sorted((value.get("epochs", EPOCHS), value) for kind, value in row.items() if kind.startswith("trained"))
+        if not runs and backbone in shown:
             continue
-        random = row.get("random") or next((r.get("random") for k, r in results.items()
-                                            if ROWS[k][1] == backbone and r.get("random")), {})
-        speed = row.get("speed") or next((r.get("speed") for k, r in results.items()
-                                          if ROWS[k][1] == backbone and r.get("speed")), {})
-        trained = row["trained"]
+        shown.add(backbone)
+        random, speed = _shared(results, backbone, "random"), _shared(results, backbone, "speed")
+        size = speed or _shared(results, backbone, "size")
         label = method + ("".join(f", {k}={v}" for k, v in options.items()))
-        lines.append(
-            f"| {paper} | `{backbone}` | {label} | {_number(speed['params'] / 1e6 if speed else None, 2)} | "
-            f"{_number(speed.get('gmacs'), 3)} | {_number(speed.get('train_images_per_s'), 0)} | "
-            f"{_number(speed.get('infer_images_per_s'), 0)} | {_number(random.get('knn_top1'))} | "
-            f"{_number(trained['knn_top1'])} | {_number(random.get('linear_top1'))} | "
-            f"{_number(trained['linear_top1'])} |")
+        for epochs, trained in runs or [("-", {})]:
+            lines.append(
+                f"| {paper} | `{backbone}` | {label if trained else 'none yet'} | {epochs} | "
+                f"{_number(size['params'] / 1e6 if size else None, 2)} | {_number(size.get('gmacs'), 3)} | "
+                f"{_number(speed.get('train_images_per_s'), 0)} | {_number(speed.get('infer_images_per_s'), 0)} | "
+                f"{_number(random.get('knn_top1'))} | {_number(trained.get('knn_top1'))} | "
+                f"{_number(random.get('linear_top1'))} | {_number(trained.get('linear_top1'))} |")
     dense = [(key, row["dense"]) for key, row in results.items() if "dense" in row]
     if dense:
         lines += ["", "Dense probe (linear 1x1 head on the last feature map, composed Fashion-MNIST canvases of 56 px, "

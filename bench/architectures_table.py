@@ -4,6 +4,8 @@ kNN and linear probe against random init of the same architecture; parameters, G
     python bench/architectures_table.py --rows slab,moat       # pre-train + evaluate rows (resumable: --reuse)
     python bench/architectures_table.py --random slab,moat     # the random-init baselines of those rows
     flock /tmp/pretrainlab-bench.lock python bench/architectures_table.py --speed slab,moat
+    python bench/architectures_table.py --size all             # parameters and GMACs only (seconds, no timing)
+    python bench/architectures_table.py --rows all --epochs 1  # the shorter budget (rows kept apart from 3 epochs)
     python bench/architectures_table.py --render               # docs/architectures.md (all three tables)
 
 Budget (identical for every row): a fixed class-balanced 5,000-image subset of the Fashion-MNIST training split
@@ -28,6 +30,7 @@ from pretrainlab.data import load_source
 from pretrainlab.data.source import ImageSource
 from pretrainlab.data.subsets import limit_source
 from pretrainlab.eval import EvalContext, EvalTarget, evaluate
+from pretrainlab.eval.protocols.speed import count_macs, count_parameters
 from pretrainlab.eval.target import load_run_target
 from pretrainlab.pipeline import build_run_config, pretrain
 from pretrainlab.train.checkpoint import checkpoint_path
@@ -84,21 +87,28 @@ def write(kind: str, key: str, values: dict) -> None:
     print(key, kind, json.dumps(values))
 
 
-def measure_row(key: str, train: ImageSource, evaluation: ImageSource, reuse: bool) -> None:
+def trained_kind(epochs: int) -> str:
+    """The result key of a pre-trained row: 'trained' at the default budget, 'trained_Nep' at another."""
+    return "trained" if epochs == EPOCHS else f"trained_{epochs}ep"
+
+
+def measure_row(key: str, train: ImageSource, evaluation: ImageSource, reuse: bool, epochs: int = EPOCHS) -> None:
     _, backbone, method, options = ROWS[key]
-    out = RUNS / key
+    out = RUNS / (key if epochs == EPOCHS else f"{key}-{epochs}ep")
+    warmup = min(1.0, epochs / 3)  # one warm-up epoch of three; a third of a shorter run
     config = build_run_config(method, {"backbone": backbone, "data": DATA, "out": str(out), "img_size": IMG_SIZE,
                                        "max_train": TRAIN_IMAGES},
-                              {"epochs": EPOCHS, "batch_size": BATCH_SIZE, "warmup_epochs": 1.0}, options)
+                              {"epochs": epochs, "batch_size": BATCH_SIZE, "warmup_epochs": warmup}, options)
     started = time.perf_counter()
     if reuse and (out / "backbone.safetensors").exists():
-        summary = {"final_loss": None}
+        losses = [json.loads(line).get("loss") for line in (out / "metrics.jsonl").read_text().splitlines()]
+        summary = {"final_loss": next((loss for loss in reversed(losses) if loss is not None), None)}
     elif reuse and checkpoint_path(out).exists():
         summary = pretrain(config, resume=True, source=train, show_progress=False)
     else:
         shutil.rmtree(out, ignore_errors=True)
         summary = pretrain(config, source=train, show_progress=False)
-    write("trained", key, {"backbone": backbone, "method": method, "options": options,
+    write(trained_kind(epochs), key, {"backbone": backbone, "method": method, "options": options, "epochs": epochs,
                            "train_seconds": time.perf_counter() - started, "final_loss": summary["final_loss"],
                            **probe(load_run_target(out), evaluation)})
 
@@ -116,6 +126,14 @@ def measure_speed(key: str, evaluation: ImageSource) -> None:
     target = EvalTarget(create_backbone(backbone, IMG_SIZE, 1), f"timm:{backbone}", IMG_SIZE)
     results = evaluate(EvalContext(target, evaluation, torch.device("cpu")), "speed")
     write("speed", key, {result.metric: result.value for result in results})
+
+
+def measure_size(key: str) -> None:
+    """Parameters and multiply-accumulates per 32 px image (the speed protocol's counts, without its timing)."""
+    backbone = ROWS[key][1]
+    torch.manual_seed(0)
+    target = EvalTarget(create_backbone(backbone, IMG_SIZE, 1), f"timm:{backbone}", IMG_SIZE)
+    write("size", key, {"params": count_parameters(target.backbone), "gmacs": count_macs(target) / 1e9})
 
 
 def measure_dense(key: str) -> None:
@@ -145,6 +163,8 @@ def main() -> None:
     parser.add_argument("--rows", default="", help="rows to pre-train and evaluate (comma list or 'all')")
     parser.add_argument("--random", default="", help="rows whose random-init baseline to evaluate")
     parser.add_argument("--speed", default="", help="rows to time (run under flock /tmp/pretrainlab-bench.lock)")
+    parser.add_argument("--size", default="", help="rows whose parameters and GMACs to count (no timing)")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="pre-training epochs of --rows (default 3)")
     parser.add_argument("--dense", default="", help="rows to measure with the dense probe (composed canvases)")
     parser.add_argument("--reuse", action="store_true", help="evaluate finished runs, resume interrupted ones")
     parser.add_argument("--render", action="store_true", help="write docs/architectures.md")
@@ -157,12 +177,17 @@ def main() -> None:
                 measure_random(key, evaluation)
                 backbones_done.add(ROWS[key][1])
         for key in selected(args.rows):
-            measure_row(key, train, evaluation, args.reuse)
+            measure_row(key, train, evaluation, args.reuse, args.epochs)
         timed: set[str] = set()
         for key in selected(args.speed):  # one timing per architecture
             if ROWS[key][1] not in timed:
                 measure_speed(key, evaluation)
                 timed.add(ROWS[key][1])
+    counted: set[str] = set()
+    for key in selected(args.size):  # one count per architecture
+        if ROWS[key][1] not in counted:
+            measure_size(key)
+            counted.add(ROWS[key][1])
     for key in selected(args.dense):
         measure_dense(key)
     if args.render:

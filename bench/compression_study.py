@@ -4,9 +4,10 @@ accuracy before, after the SVD alone, and after PELA's intermediate pre-training
     python bench/compression_study.py --rows vit,resnet18-narrow [--ratios 0.5,0.25]
 
 Each run of bench/architectures_table.py (runs/bench-architectures/KEY) is factorised at each rank ratio; "SVD only"
-evaluates the factorised model straight from the truncated SVD, "PELA" after `pretrainlab compress` (3 epochs of 64
-on the run's own 5,000 training images: feature distillation + weight-perturbation penalty, the pela recipe's
-AdamW). Evaluation as in the architecture table (kNN and linear probe, 5,000 training / 5,000 test images).
+evaluates the factorised model straight from the truncated SVD, "PELA" after `pretrainlab compress` (--epochs,
+default 3, of 64 on the run's own 5,000 training images: feature distillation + weight-perturbation penalty, the
+pela recipe's AdamW). Evaluation as in the architecture table (kNN and linear probe, 5,000 training / 5,000 test
+images).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def size(backbone: Backbone, img_size: int, in_chans: int) -> dict[str, float]:
             "gmacs": counter.get_total_flops() / 2e9}
 
 
-def measure(key: str, ratio: float, reuse: bool) -> None:
+def measure(key: str, ratio: float, reuse: bool, epochs: int = 3) -> None:
     run = ARCH_RUNS / key
     _, evaluation = sources()
     teacher = load_run_target(run)
@@ -54,10 +55,11 @@ def measure(key: str, ratio: float, reuse: bool) -> None:
         import shutil
 
         shutil.rmtree(out, ignore_errors=True)
-        compress_run(run, ratio, out, {"epochs": 3, "batch_size": 64, "warmup_epochs": 1.0}, show_progress=False)
+        compress_run(run, ratio, out, {"epochs": epochs, "batch_size": 64, "warmup_epochs": min(1.0, epochs / 3)},
+                     show_progress=False)
     compressed = load_run_target(out)
     rows["pela"] = {**size(compressed.backbone, 32, 1), **probe(compressed, evaluation),
-                    "train_seconds": time.perf_counter() - started}
+                    "train_seconds": time.perf_counter() - started, "epochs": epochs}
     record = {"row": key, "rank_ratio": ratio, **rows, "measured": time.strftime("%Y-%m-%d %H:%M")}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{key}-{ratio:g}.json").write_text(json.dumps(record, indent=2))
@@ -68,11 +70,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default="vit,resnet18-narrow")
     parser.add_argument("--ratios", default="0.5")
+    parser.add_argument("--epochs", type=int, default=3, help="PELA's intermediate pre-training epochs")
     parser.add_argument("--reuse", action="store_true")
     args = parser.parse_args()
     for key in args.rows.split(","):
         for ratio in args.ratios.split(","):
-            measure(key, float(ratio), args.reuse)
+            measure(key, float(ratio), args.reuse, args.epochs)
 
 
 if __name__ == "__main__":

@@ -44,8 +44,9 @@ ROWS: dict[str, tuple[str, str, str, int, int, dict]] = {
 }
 
 
-def run_row(key: str, reuse: bool) -> None:
+def run_row(key: str, reuse: bool, epochs_override: int = 0) -> None:
     experiment, backbone, guide, images, epochs, options = ROWS[key]
+    epochs = epochs_override or epochs
     out = RUNS / key
     method = "guidance" if guide else "supervised"
     method_options = {"guide": guide, **options} if guide else {}
@@ -79,11 +80,12 @@ def run_row(key: str, reuse: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default="all", help=f"comma list of {', '.join(ROWS)} or 'all'")
+    parser.add_argument("--epochs", type=int, default=0, help="override the rows' epochs (0 = each row's own)")
     parser.add_argument("--reuse", action="store_true", help="re-evaluate finished run folders instead of training")
     args = parser.parse_args()
     torch.manual_seed(0)
     for key in (list(ROWS) if args.rows == "all" else args.rows.split(",")):
-        run_row(key, args.reuse)
+        run_row(key, args.reuse, args.epochs)
 
 
 if __name__ == "__main__":
