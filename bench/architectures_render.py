@@ -58,10 +58,11 @@ def architecture_table() -> str:
     if dense:
         lines += ["", "Dense probe (linear 1x1 head on the last feature map, composed Fashion-MNIST canvases of 56 px, "
                   f"{dense[0][1]['canvases']} training / {dense[0][1]['canvases'] // 4} test canvases):", "",
-                  "| backbone | mIoU random | mIoU SimCLR | pixel acc. random | pixel acc. SimCLR |",
-                  "| --- | ---: | ---: | ---: | ---: |"]
+                  "| backbone | SimCLR epochs | mIoU random | mIoU SimCLR | pixel acc. random | pixel acc. SimCLR |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
         for _, values in dense:
-            lines.append(f"| `{values['backbone']}` | {values['random_mIoU']:.1f} | {values['trained_mIoU']:.1f} | "
+            lines.append(f"| `{values['backbone']}` | {values.get('epochs', 3)} | {values['random_mIoU']:.1f} | "
+                         f"{values['trained_mIoU']:.1f} | "
                          f"{values['random_pixel_accuracy']:.1f} | {values['trained_pixel_accuracy']:.1f} |")
     return "\n".join(lines)
 

@@ -94,23 +94,25 @@ def trained_kind(epochs: int) -> str:
 
 def measure_row(key: str, train: ImageSource, evaluation: ImageSource, reuse: bool, epochs: int = EPOCHS) -> None:
     _, backbone, method, options = ROWS[key]
-    out = RUNS / (key if epochs == EPOCHS else f"{key}-{epochs}ep")
+    out = run_dir(key, epochs)
     warmup = min(1.0, epochs / 3)  # one warm-up epoch of three; a third of a shorter run
     config = build_run_config(method, {"backbone": backbone, "data": DATA, "out": str(out), "img_size": IMG_SIZE,
                                        "max_train": TRAIN_IMAGES},
                               {"epochs": epochs, "batch_size": BATCH_SIZE, "warmup_epochs": warmup}, options)
-    started = time.perf_counter()
+    started: float | None = time.perf_counter()
     if reuse and (out / "backbone.safetensors").exists():
         losses = [json.loads(line).get("loss") for line in (out / "metrics.jsonl").read_text().splitlines()]
         summary = {"final_loss": next((loss for loss in reversed(losses) if loss is not None), None)}
+        started = None  # trained before: only evaluated now
     elif reuse and checkpoint_path(out).exists():
         summary = pretrain(config, resume=True, source=train, show_progress=False)
     else:
         shutil.rmtree(out, ignore_errors=True)
         summary = pretrain(config, source=train, show_progress=False)
+    seconds = None if started is None else time.perf_counter() - started
     write(trained_kind(epochs), key, {"backbone": backbone, "method": method, "options": options, "epochs": epochs,
-                           "train_seconds": time.perf_counter() - started, "final_loss": summary["final_loss"],
-                           **probe(load_run_target(out), evaluation)})
+                                      "train_seconds": seconds, "final_loss": summary["final_loss"],
+                                      **probe(load_run_target(out), evaluation)})
 
 
 def measure_random(key: str, evaluation: ImageSource) -> None:
@@ -136,7 +138,11 @@ def measure_size(key: str) -> None:
     write("size", key, {"params": count_parameters(target.backbone), "gmacs": count_macs(target) / 1e9})
 
 
-def measure_dense(key: str) -> None:
+def run_dir(key: str, epochs: int) -> Path:
+    return RUNS / (key if epochs == EPOCHS else f"{key}-{epochs}ep")
+
+
+def measure_dense(key: str, epochs: int = EPOCHS) -> None:
     """The dense probe (linear per-pixel head on the last feature map) on composed Fashion-MNIST canvases (56 px):
     CBNet is a detection backbone, so its lead backbone's maps are what it offers."""
     backbone = ROWS[key][1]
@@ -144,10 +150,10 @@ def measure_dense(key: str) -> None:
     torch.manual_seed(0)
     random = EvalTarget(create_backbone(backbone, source.image_size[0], 1), f"timm:{backbone}", IMG_SIZE)
     values = {}
-    for name, target in (("random", random), ("trained", load_run_target(RUNS / key))):
+    for name, target in (("random", random), ("trained", load_run_target(run_dir(key, epochs)))):
         results = evaluate(EvalContext(target, source, torch.device("cpu")), "dense")
         values.update({f"{name}_{r.metric}": r.value for r in results})
-    write("dense", key, {"backbone": backbone, "canvases": DENSE_CANVASES, **values})
+    write("dense", key, {"backbone": backbone, "canvases": DENSE_CANVASES, "epochs": epochs, **values})
 
 
 def selected(text: str) -> list[str]:
@@ -189,7 +195,7 @@ def main() -> None:
             measure_size(key)
             counted.add(ROWS[key][1])
     for key in selected(args.dense):
-        measure_dense(key)
+        measure_dense(key, args.epochs)
     if args.render:
         from bench.architectures_render import render
 
