@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench.architectures_table import RESULTS as ARCH_RESULTS
 from bench.architectures_table import RUNS as ARCH_RUNS
 from bench.architectures_table import probe, sources
 from pretrainlab.backbones import Backbone, load_backbone
@@ -44,7 +45,11 @@ def measure(key: str, ratio: float, reuse: bool, epochs: int = 3) -> None:
     run = ARCH_RUNS / key
     _, evaluation = sources()
     teacher = load_run_target(run)
-    rows = {"original": {**size(teacher.backbone, 32, 1), **probe(teacher, evaluation)}}
+    table_row = ARCH_RESULTS / f"{key}.json"  # the original's probe is the architecture table's (same evaluation)
+    known = json.loads(table_row.read_text()).get("trained", {}) if table_row.exists() else {}
+    accuracy = ({name: known[name] for name in ("knn_top1", "knn_k", "linear_top1")} if "linear_top1" in known
+                else probe(teacher, evaluation))
+    rows = {"original": {**size(teacher.backbone, 32, 1), **accuracy}}
     svd = low_rank_backbone(load_backbone(run / "backbone.safetensors"), ratio)
     init_from_full(svd.model, teacher.backbone.model)
     svd_target = EvalTarget(svd, f"{key}@svd{ratio:g}", teacher.img_size, teacher.mean, teacher.std)

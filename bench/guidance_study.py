@@ -8,8 +8,9 @@
 
 Supervised training at 28 px with the guidance recipe's optimiser (SGD, lr 0.1 per 256 scaled, one warm-up epoch),
 seed 0. Measured: the mean training accuracy of the last epoch (from metrics.jsonl), the online kNN test accuracy
-during training (k by the DESIGN rule, on a fixed 5,000-image test subset), and kNN / linear probe top-1 on
-frozen features (the training subset as probe training set, a fixed 5,000-image test subset).
+during training (k by the DESIGN rule, on a fixed test subset: --test-images, default 5,000), and kNN / linear
+probe top-1 on frozen features (the training subset as probe training set, the same test subset). --epochs and
+--images shrink a row's budget (recorded with the row).
 """
 
 from __future__ import annotations
@@ -44,9 +45,10 @@ ROWS: dict[str, tuple[str, str, str, int, int, dict]] = {
 }
 
 
-def run_row(key: str, reuse: bool, epochs_override: int = 0) -> None:
+def run_row(key: str, reuse: bool, epochs_override: int = 0, images_override: int = 0,
+            test_images: int = 5_000) -> None:
     experiment, backbone, guide, images, epochs, options = ROWS[key]
-    epochs = epochs_override or epochs
+    epochs, images = epochs_override or epochs, images_override or images
     out = RUNS / key
     method = "guidance" if guide else "supervised"
     method_options = {"guide": guide, **options} if guide else {}
@@ -55,17 +57,16 @@ def run_row(key: str, reuse: bool, epochs_override: int = 0) -> None:
                               {"epochs": epochs, "batch_size": 64, "optimizer": "sgd", "lr": 0.1, "warmup_epochs": 1.0,
                                "knn_every": max(1, epochs // 10), "log_every": 5}, method_options)
     full = load_source(DATA, image_size=IMG_SIZE)
-    train = limit_source(full, images, 5_000)  # the online kNN monitor scores a fixed 5,000-image test subset
+    train = limit_source(full, images, test_images)  # the kNN monitor and probes score a fixed test subset
     started = time.perf_counter()
     if not (reuse and (out / "backbone.safetensors").exists()):
         shutil.rmtree(out, ignore_errors=True)
         pretrain(config, source=train, show_progress=False)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    steps_per_epoch = -(-images // 64)
-    last_epoch = [r["train_accuracy"] for r in records
-                  if "train_accuracy" in r and r["step"] > (epochs - 1) * steps_per_epoch]
+    last_epoch = [r["train_accuracy"] for r in records if "train_accuracy" in r and r["epoch"] > epochs - 1]
     curve = [(r["epoch"], round(r["knn_top1"], 2)) for r in records if "knn_top1" in r]
     row = {"experiment": experiment, "backbone": backbone, "guide": guide, "train_images": images, "epochs": epochs,
+           "test_images": test_images,
            "options": options, "train_seconds": time.perf_counter() - started,
            "last_epoch_train_accuracy": 100 * sum(last_epoch) / max(len(last_epoch), 1),
            "final_loss": [r["loss"] for r in records if "loss" in r][-1],
@@ -81,11 +82,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default="all", help=f"comma list of {', '.join(ROWS)} or 'all'")
     parser.add_argument("--epochs", type=int, default=0, help="override the rows' epochs (0 = each row's own)")
+    parser.add_argument("--images", type=int, default=0, help="override the rows' training images (0 = own)")
+    parser.add_argument("--test-images", type=int, default=5_000, help="test images for the kNN monitor and probes")
     parser.add_argument("--reuse", action="store_true", help="re-evaluate finished run folders instead of training")
     args = parser.parse_args()
     torch.manual_seed(0)
     for key in (list(ROWS) if args.rows == "all" else args.rows.split(",")):
-        run_row(key, args.reuse, args.epochs)
+        run_row(key, args.reuse, args.epochs, args.images, args.test_images)
 
 
 if __name__ == "__main__":
