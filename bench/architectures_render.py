@@ -68,12 +68,13 @@ def architecture_table() -> str:
 
 
 def guidance_table() -> str:
-    lines = ["| experiment | target | guide | train images x epochs | last-epoch train acc | kNN test (best / final) "
-             "| kNN | linear |", "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    lines = ["| experiment | target | guide | train images x epochs (test images) | last-epoch train acc "
+             "| kNN test (best / final) | kNN | linear |", "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |"]
     for _, row in _rows("guidance"):
         curve = [value for _, value in row["knn_test_by_epoch"]]
         guide = row["guide"].replace(str(ROOT) + "/", "") or "none"
         lines.append(f"| {row['experiment']} | `{row['backbone']}` | {guide} | {row['train_images']} x {row['epochs']} "
+                     f"({row.get('test_images', 5000)}) "
                      f"| {row['last_epoch_train_accuracy']:.1f} | {max(curve):.1f} / {curve[-1]:.1f} | "
                      f"{row['knn_top1']:.1f} | {row['linear_top1']:.1f} |")
     return "\n".join(lines)
