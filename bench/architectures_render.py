@@ -70,7 +70,10 @@ def architecture_table() -> str:
 def guidance_table() -> str:
     lines = ["| experiment | target | guide | train images x epochs (test images) | last-epoch train acc "
              "| kNN test (best / final) | kNN | linear |", "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |"]
-    for _, row in _rows("guidance"):
+    from bench.guidance_study import ROWS
+
+    order = {key: index for index, key in enumerate(ROWS)}
+    for _, row in sorted(_rows("guidance"), key=lambda item: order.get(item[0], len(order))):
         curve = [value for _, value in row["knn_test_by_epoch"]]
         guide = row["guide"].replace(str(ROOT) + "/", "") or "none"
         lines.append(f"| {row['experiment']} | `{row['backbone']}` | {guide} | {row['train_images']} x {row['epochs']} "
@@ -81,12 +84,14 @@ def guidance_table() -> str:
 
 
 def compression_table() -> str:
-    lines = ["| run | rank ratio | params (M) before -> after | GMACs before -> after | kNN original / SVD / PELA "
-             "| linear original / SVD / PELA |", "| --- | ---: | --- | --- | --- | --- |"]
+    lines = ["| run | rank ratio | PELA epochs | params (M) before -> after | GMACs before -> after "
+             "| kNN original / SVD / PELA | linear original / SVD / PELA |",
+             "| --- | ---: | ---: | --- | --- | --- | --- |"]
     for _, row in _rows("compression"):
         original, svd, pela = row["original"], row["svd"], row["pela"]
         lines.append(
-            f"| {row['row']} | {row['rank_ratio']:g} | {original['parameters_m']:.3f} -> {pela['parameters_m']:.3f} | "
+            f"| {row['row']} | {row['rank_ratio']:g} | {pela.get('epochs', 3)} | "
+            f"{original['parameters_m']:.3f} -> {pela['parameters_m']:.3f} | "
             f"{original['gmacs']:.4f} -> {pela['gmacs']:.4f} | {original['knn_top1']:.1f} / {svd['knn_top1']:.1f} / "
             f"{pela['knn_top1']:.1f} | {original['linear_top1']:.1f} / {svd['linear_top1']:.1f} / "
             f"{pela['linear_top1']:.1f} |")
