@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pretrainlab.allocator import keep_freed_memory
+from pretrainlab.cli_compress import add_compress_commands
 from pretrainlab.cli_explain import add_explain_commands
 from pretrainlab.cli_results import add_results_commands, add_store_flag, positive_int
 from pretrainlab.cli_scale import add_scale_commands
@@ -48,6 +49,9 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", type=Path, help="YAML recipe (default: the packaged recipe of the method)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="method option, e.g. temperature=0.2 or views.crop_min_scale=0.2 (repeatable)")
+    parser.add_argument("--backbone-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="timm keyword argument of the backbone, e.g. drop_path_rate=0.1 or soft_mask_end=0.2 "
+                        "(repeatable; saved with the exported backbone)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--download", action="store_true", help="let torchvision datasets download")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -78,9 +82,11 @@ def run_pretrain(args: argparse.Namespace) -> int:
     for text in args.option:
         path, value = parse_override(text)
         options[".".join(path)] = value
+    backbone_options = {".".join(path): value for path, value in map(parse_override, args.backbone_option)}
     overrides = {"backbone": args.backbone, "data": args.data, "img_size": args.img_size,
                  "out": args.out or f"runs/{args.method}", "download": args.download or None,
-                 "max_train": args.max_train, "decode_size": args.decode_size, "decode_aspect": args.decode_aspect}
+                 "max_train": args.max_train, "decode_size": args.decode_size, "decode_aspect": args.decode_aspect,
+                 "backbone_options": backbone_options or None}
     train = {name: getattr(args, name) for name in TRAIN_FLAGS}
     if args.resume:
         config = resume_config(Path(overrides["out"]), overrides, train, options)
@@ -205,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_results_commands(commands)  # gauntlet, compare, store rebuild, report
     add_scale_commands(commands)  # shard
     add_explain_commands(commands)  # explain
+    add_compress_commands(commands)  # compress (PELA low-rank compression)
     add_text_commands(commands)  # curate, describe-neurons
 
     listing = commands.add_parser("list", help="list methods, backbones, datasets or protocols")

@@ -173,7 +173,7 @@ def build_method(config: RunConfig, context: MethodContext,
     """The method around a freshly initialised backbone, seeded: identical weights on every rank and rerun; with
     the view options adapted to data that is not mirror-invariant (what was adapted, for config.yaml)."""
     torch.manual_seed(config.train.seed)
-    backbone = create_backbone(config.backbone, context.img_size, context.in_chans)
+    backbone = create_backbone(config.backbone, context.img_size, context.in_chans, **config.backbone_options)
     method_class = METHODS.get(config.method)
     method_config = build_config(method_class.config_class, config.method_options, config.method)
     method_config, adapted = adapt_mirroring(method_config, config.method_options, mirror_invariant)
@@ -267,7 +267,7 @@ def untrained_run(config: RunConfig, source: ImageSource | None = None) -> Path:
     img_size = config.img_size or source.image_size[0]
     context = method_context(source, img_size)
     torch.manual_seed(config.train.seed)  # the initial weights pretrain() starts from
-    backbone = create_backbone(config.backbone, img_size, source.channels)
+    backbone = create_backbone(config.backbone, img_size, source.channels, **config.backbone_options)
     method_class = METHODS.get(config.method)
     method = method_class(backbone, build_config(method_class.config_class, config.method_options, config.method),
                           context)

@@ -10,6 +10,8 @@ import timm
 import torch
 from safetensors.torch import save_file
 
+import pretrainlab.backbones.lowrank  # noqa: F401  (registers pela_lowrank, the low-rank version of any model)
+import pretrainlab.backbones.paper_architectures  # noqa: F401  (registers the papers' architectures)
 import pretrainlab.backbones.small  # noqa: F401  (registers the small-image models in timm)
 from pretrainlab.atomic import atomic_path
 from pretrainlab.backbones.adapter import Backbone
@@ -55,7 +57,14 @@ def create_backbone(name: str, img_size: int, in_chans: int, check: bool = True,
         )
     kwargs: dict[str, Any] = {"num_classes": 0, "in_chans": in_chans, "img_size": img_size, "zero_init_last": False}
     kwargs.update(extra)
-    model, used = _instantiate(name, kwargs)
+    try:
+        model, used = _instantiate(name, kwargs)
+    except ValueError as error:  # the architecture refuses this size or option (e.g. not a multiple of its patch)
+        raise PretrainlabError(f"backbone '{name}' cannot be built for {img_size}x{img_size} images with "
+                               f"{in_chans} channels: {str(error).strip().splitlines()[0]}") from None
+    except TypeError as error:  # an option the model does not take (--backbone-option)
+        raise PretrainlabError(f"backbone '{name}' does not take the options {sorted(extra)}: "
+                               f"{str(error).strip().splitlines()[0]}") from None
     backbone = Backbone(model, name, used)
     if check:
         check_image_size(backbone, img_size, in_chans)

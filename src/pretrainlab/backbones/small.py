@@ -18,14 +18,7 @@ from timm.models import register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from timm.models.vision_transformer import VisionTransformer
 
-# Keyword arguments timm's create_model passes to every entry point; our builders do not use them.
-TIMM_FACTORY_KWARGS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
-
-
-def _drop_factory_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    if kwargs.get("pretrained"):
-        raise ValueError("pretrainlab's small architectures have no pretrained weights")
-    return {k: v for k, v in kwargs.items() if k not in TIMM_FACTORY_KWARGS}
+from pretrainlab.backbones.model_api import drop_factory_kwargs as _drop_factory_kwargs
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
@@ -107,7 +100,7 @@ def _cifar_resnet(block: type[nn.Module], layers: list[int], **kwargs: Any) -> R
     kwargs.setdefault("zero_init_last", False)  # see DESIGN.md: keeps random baselines non-degenerate
     model = ResNet(block=block, layers=layers, **kwargs)
     in_chans = kwargs.get("in_chans", 3)
-    stem_width = kwargs.get("stem_width", 64)
+    stem_width = model.conv1.out_channels  # timm's plain stem is 64 wide whatever stem_width says
     model.conv1 = nn.Conv2d(in_chans, stem_width, kernel_size=3, stride=1, padding=1, bias=False)
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     model.maxpool = nn.Identity()

@@ -13,6 +13,13 @@ from timm.layers import resample_abs_pos_embed
 from pretrainlab.backbones.adapter import Backbone
 from pretrainlab.errors import PretrainlabError
 
+VIT_PARTS = ("patch_embed", "pos_embed", "no_embed_class", "norm_pre", "pos_drop", "blocks", "norm")
+
+
+def runs_token_by_token(backbone: Backbone) -> bool:
+    """True when the model has the timm VisionTransformer parts these helpers run (ConViT, SLAB, iLLaMA do not)."""
+    return backbone.has_tokens and all(hasattr(backbone.model, part) for part in VIT_PARTS)
+
 
 def patch_embed_with_pos(vit: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> patch tokens with their position embedding added: (B, N, D)."""

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from pretrainlab.backbones import Backbone
+from pretrainlab.backbones.vit_parts import runs_token_by_token
 from pretrainlab.data.views import Views, ViewSpec, make_view_set, to_float
 from pretrainlab.errors import PretrainlabError
 from pretrainlab.heads.projection import ProjectionHead
@@ -110,6 +111,12 @@ class Method(nn.Module):
             raise PretrainlabError(
                 f"method '{self.name}' needs a vision transformer backbone (patch tokens), got '{backbone.name}'; "
                 "try --backbone vit_nano_patch4 or vit_tiny_patch4"
+            )
+        if self.needs_tokens and not runs_token_by_token(backbone):
+            raise PretrainlabError(
+                f"method '{self.name}' runs a timm VisionTransformer's parts on chosen tokens (patch embedding, "
+                f"position embedding, blocks); '{backbone.name}' has tokens but another structure (relative or "
+                "rotary positions, convolutions over the token grid); try --backbone vit_nano_patch4"
             )
         if self.needs_labels and context.num_classes < 2:
             raise PretrainlabError(f"method '{self.name}' trains with labels; use a labelled dataset")

@@ -122,3 +122,4 @@ class RunConfig:
     # of each photo to choose from.
     decode_size: int | None = None
     decode_aspect: float = 1.0
+    backbone_options: dict[str, Any] = field(default_factory=dict)  # timm kwargs of the backbone (saved with it)

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from pretrainlab.allocator import keep_freed_memory
 from pretrainlab.backbones import save_backbone
+from pretrainlab.backbones.model_api import drive_schedules
 from pretrainlab.data.loader import MemoryFeed
 from pretrainlab.data.shard_feed import ShardFeed
 from pretrainlab.data.shards import ShardSplit
@@ -142,6 +143,7 @@ class Trainer:
         config = self.config
         set_learning_rate(self.optimizer, learning_rate_at(step, self.total_steps, self.warmup_steps,
                                                            config.scaled_lr, config.min_lr))
+        drive_schedules(self.method, step / self.total_steps)  # architectures' own schedules (SLAB, iLLaMA)
         seed = step_seed(config.seed, rank(), step)
         torch.manual_seed(seed)
         self.generator.manual_seed(seed)

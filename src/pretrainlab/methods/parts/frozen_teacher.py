@@ -137,6 +137,11 @@ class FrozenTeacher(nn.Module):
         return views
 
     @torch.no_grad()
+    def feature_maps(self, views: torch.Tensor) -> list[torch.Tensor]:
+        """views (B, C, S, S) -> the teacher's intermediate maps [(B, C_i, H_i, W_i)] (guidance aligns with them)."""
+        return self.backbone.feature_maps(self.adapt(views))
+
+    @torch.no_grad()
     def forward(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """views (B, C, S, S) -> (embedding (B, D_teacher), class logits (B, K) or None)."""
         embedding = self.backbone.pooled(self.adapt(views))
