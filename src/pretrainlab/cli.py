@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pretrainlab.allocator import keep_freed_memory
+from pretrainlab.cli_attack import add_attack_commands
 from pretrainlab.cli_results import add_results_commands, add_store_flag
 from pretrainlab.errors import PretrainlabError
 
@@ -174,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=run_export)
 
     add_results_commands(commands)  # gauntlet, compare, store rebuild, report
+    add_attack_commands(commands)  # attack
 
     listing = commands.add_parser("list", help="list methods, backbones, datasets or protocols")
     listing.add_argument("what", choices=["methods", "backbones", "datasets", "protocols"])
