@@ -33,3 +33,14 @@ def digit_pixels() -> tuple[torch.Tensor, torch.Tensor]:
     target, _ = probed_tinycnn()
     source = digits()
     return pixels(target, source.test.images), torch.from_numpy(source.test.labels).long()
+
+
+@functools.cache
+def trained_tinycnn() -> tuple[EvalTarget, AttackSubject]:
+    """A tinycnn fine-tuned end to end on 300 digits for 60 steps (seed 0): a tiny trained classifier."""
+    torch.manual_seed(0)
+    target = load_target("timm:tinycnn", 28, 1)
+    options = {"epochs": 1, "min_steps": 60, "batch_size": 32, "lr": 3e-3, "flip_p": 0.0}
+    subject = build_subject(target, digits(), CPU, "finetune", options, seed=0)
+    subject.model.classifier.backbone.requires_grad_(True)
+    return EvalTarget(subject.model.classifier.backbone, "tiny-trained", 28), subject

@@ -22,18 +22,27 @@ from pretrainlab.attack.defences.adversarial_training import (
     export_adversarial_run,
 )
 from pretrainlab.attack.evaluation import DEFAULT_MAX_TEST, InputSpaceRun, run_input_space, test_images
+from pretrainlab.attack.figures import save_rows
 from pretrainlab.attack.input_space import ATTACKS, AttackSettings, check_attack, parse_eps
 from pretrainlab.attack.model import HEADS, build_subject
+from pretrainlab.attack.universal import FeatureModel, UniversalSettings, train_universal
+from pretrainlab.attack.universal_heads import (
+    build_downstreams,
+    universal_figure_rows,
+    universal_pixels,
+    universal_records,
+)
 from pretrainlab.data import ImageSource, load_source
 from pretrainlab.data.subsets import limit_source
 from pretrainlab.errors import PretrainlabError, unknown_name_message
+from pretrainlab.eval.features import normalisation
 from pretrainlab.eval.record import EvalResult
 from pretrainlab.eval.target import EvalTarget, load_target
 from pretrainlab.store import DEFAULT_STORE, EvaluationRecorder, ResultsStore
 
 log = logging.getLogger(__name__)
 
-ENCODER_ATTACKS: tuple[str, ...] = ()  # attacks on the encoder itself rather than on one classifier
+ENCODER_ATTACKS = ("universal",)  # attacks on the encoder itself rather than on one classifier
 HEAD_PROTOCOLS = {"linear": "adversarial", "finetune": "adversarial_finetuned", "own": "adversarial_own_head"}
 
 
@@ -145,6 +154,51 @@ def attack_undefended(target: EvalTarget, source: ImageSource, plan: AttackPlan,
            plan.seed)
 
 
+def listed(value: Any, default: list[str]) -> list[str]:
+    if value is None:
+        return default
+    return [str(item) for item in value] if isinstance(value, list | tuple) else str(value).split(",")
+
+
+def universal_settings(plan: AttackPlan) -> UniversalSettings:
+    """AdvEncoder's settings from options universal_eps (default: the largest --eps), universal_steps, ..."""
+    options = plan.options
+    eps = parse_eps(str(options["universal_eps"])) if "universal_eps" in options else max(plan.eps)
+    values: dict[str, Any] = {"eps": eps}
+    for key, kind in (("patch_fraction", float), ("steps", int), ("batch_size", int), ("lr", float),
+                      ("alpha", float), ("radius", float)):
+        if options.get(f"universal_{key}") is not None:
+            values[key] = kind(options[f"universal_{key}"])
+    return UniversalSettings(**values)
+
+
+def attack_universal(target: EvalTarget, source: ImageSource, plan: AttackPlan, device: torch.device,
+                     record: Recording, figures: Path) -> None:
+    """AdvEncoder from the encoder and unlabeled surrogate images; fooling rates on heads it never saw."""
+    from pretrainlab.pipeline import seeded_target
+
+    settings, options = universal_settings(plan), plan.options
+    surrogate = load_source(str(options["surrogate"])) if options.get("surrogate") else source
+    mean, std = normalisation(target, source.train.images)
+    encoder = FeatureModel(target.backbone, mean, std).to(device)
+    surrogate_pixels = universal_pixels(target, surrogate, int(options.get("universal_images", 2000)))
+    attack = train_universal(encoder, surrogate_pixels, settings, plan.seed, plan.show_progress)
+    other = load_source(str(options["other_data"])) if options.get("other_data") else None
+    if other is not None:
+        other = limit_source(other, plan.max_train)
+        other.require_labels("the universal attack's probe on another dataset")
+    transfer = (seeded_target(str(options["transfer"]), target.img_size, target.in_chans)
+                if options.get("transfer") else None)
+    heads = listed(options.get("universal_heads"), ["knn", "linear", "finetune"])
+    downstreams = build_downstreams(target, source, device, heads, options, plan.seed, plan.max_test, other, transfer)
+    described = {"settings": vars(settings), "surrogate": surrogate.spec, "surrogate_images": len(surrogate_pixels),
+                 "split": source.split_note}
+    record(universal_records(attack, downstreams, settings.eps, settings.patch_fraction, plan.seed, source.spec,
+                             target.label, described), plan.seed)
+    save_rows(figures / "universal.png", universal_figure_rows(attack, downstreams[0], settings.eps, plan.seed),
+              f"{target.label} | AdvEncoder universal perturbation and patch | head {downstreams[0].name}")
+
+
 def adversarial_training_config(options: dict[str, Any]) -> AdversarialTraining:
     values = {"method": options.get("adv_method", "pgd"), "eps": parse_eps(str(options.get("adv_eps", "8/255")))}
     for key, kind in (("steps", int), ("beta", float), ("step_factor", float)):
@@ -184,8 +238,7 @@ def run_plan(spec: str, data: str, plan: AttackPlan, weights: Path | None = None
 
     source = source or load_source(data, image_size=img_size, download=download)
     source = limit_source(source, plan.max_train)
-    if plan.input_attacks or any(kind != "none" for kind, _ in plan.defences):
-        source.require_labels("attacking a classifier (robust accuracy)")
+    source.require_labels("measuring an attack (robust accuracy, fooling rates)")
     target = seeded_target(spec, img_size or source.image_size[0], source.channels, weights)
     torch_device = resolve_device(device)
     report = AttackReport(figures_dir=figures_folder(target, store, figures))
@@ -193,6 +246,8 @@ def run_plan(spec: str, data: str, plan: AttackPlan, weights: Path | None = None
     for kind, _argument in plan.defences:
         if kind == "none":
             attack_undefended(target, source, plan, torch_device, record, report.figures_dir)
+            if "universal" in plan.attacks:
+                attack_universal(target, source, plan, torch_device, record, report.figures_dir)
         elif kind == "adv_finetune":
             defend_by_adversarial_finetuning(target, source, plan, torch_device, store, report)
     return report
