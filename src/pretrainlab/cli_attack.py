@@ -39,7 +39,7 @@ def add_attack_commands(commands: argparse._SubParsersAction) -> None:
     attack.add_argument("--data", default="builtin", help="labelled dataset spec (pretrainlab list datasets)")
     attack.add_argument("--attack", action="append", default=[],
                         help="comma list (default pgd): fgsm, pgd, apgd, apgd_dlr, cw, square, autoattack, eot_pgd, "
-                        "autoattack_rand")
+                        "autoattack_rand (on a classifier); universal, feature, fooling (on the encoder)")
     attack.add_argument("--eps", default=DEFAULT_EPS, help=f"comma list of budgets in [0, 1] (default {DEFAULT_EPS})")
     attack.add_argument("--norm", default="linf", help="linf or l2")
     attack.add_argument("--defence", action="append", default=[], help="comma list: none, adv_finetune")

@@ -12,10 +12,10 @@ the encoder's features of every perturbed image stop matching its clean features
 Features are standardised with the clean surrogate set's per-dimension mean and std before InfoNCE (the
 probes standardise them too): pooled features often share a large common component (all cosines near 1 for
 a random or briefly trained CNN), which leaves InfoNCE at log(batch) whatever the perturbation and its
-gradient near zero. HFC keeps the Fourier components of the image outside a centred disc of radius r (the paper's high-frequency
-component filter, which the authors find carries what encoders rely on). Everything runs batched on the
-device. Which downstream head is used never enters training: the fooling rate (share of test images whose
-prediction changes) is measured afterwards on heads the attack never saw (see universal_heads.py).
+gradient near zero. HFC keeps the Fourier components of the image outside a centred disc of radius r (the
+paper's high-frequency component filter, which the authors find carries what encoders rely on). Everything
+runs batched on the device. Which downstream head is used never enters training: the fooling rate (share of
+test images whose prediction changes) is measured afterwards on heads the attack never saw (universal_heads.py).
 """
 
 from __future__ import annotations
