@@ -13,11 +13,14 @@ from pretrainlab.attack.defences.adversarial_training import (
     adversarial_finetune,
     export_adversarial_run,
 )
+from pretrainlab.attack.defences.raw_isp import IspTraining, RawCapture, RawDefence, SensorModel, psnr, train_isp
 from pretrainlab.attack.evaluation import run_input_space, test_images
+from pretrainlab.attack.figures import ImageRow, save_rows
 from pretrainlab.attack.input_space import parse_eps
-from pretrainlab.attack.model import build_subject
+from pretrainlab.attack.model import AttackedModel, AttackSubject, build_subject, pixels
 from pretrainlab.attack.plan import AttackPlan, AttackReport, Recording, input_space_run, safe_name
 from pretrainlab.data import ImageSource
+from pretrainlab.eval.record import EvalResult
 from pretrainlab.eval.target import EvalTarget, load_target
 from pretrainlab.store import DEFAULT_STORE
 
@@ -67,3 +70,50 @@ def defend_by_adversarial_finetuning(target: EvalTarget, source: ImageSource, pl
     record = Recording(store, defended, None, report)
     for head in ("own", "linear"):
         attack_undefended(defended, source, plan, device, record, out / "attack", head)
+
+
+ADAPTIVE = {"pgd": "eot_pgd", "apgd": "autoattack_rand", "apgd_dlr": "autoattack_rand", "autoattack": "autoattack_rand"}
+
+
+def adaptive_attacks(attacks: list[str], norm: str) -> list[str]:
+    """The attacks that know a randomised defence: gradient attacks average over its randomness (EOT); fgsm, cw and
+    the score-based square keep their own (each still sees gradients through the quantiser by BPDA)."""
+    chosen = [ADAPTIVE.get(name, name) for name in attacks]
+    if norm != "linf":
+        chosen = ["autoattack_rand" if name == "eot_pgd" else name for name in chosen]  # EOTPGD is L-inf only
+    return list(dict.fromkeys(chosen))
+
+
+def defend_by_raw_isp(target: EvalTarget, source: ImageSource, plan: AttackPlan, device: torch.device,
+                      record: Recording, figures: Path) -> None:
+    """Trains the ISP on clean training images, puts RAW capture + ISP in front of the model, attacks adaptively."""
+    options = plan.options
+    sensor = SensorModel(float(options.get("raw_shot", 0.002)), float(options.get("raw_read", 0.0001)))
+    subject = build_subject(target, source, device, plan.head, options, plan.seed)
+    capture = RawCapture(sensor, "bpda").to(device)
+    isp = train_isp(source.train.images, lambda images: pixels(target, images), target.in_chans, capture,
+                    IspTraining(steps=int(options.get("raw_isp_steps", 600))), device, plan.seed, plan.show_progress)
+    images, labels, _ = test_images(target, source.test, plan.max_test)
+    with torch.no_grad():
+        round_trip = torch.cat([isp(capture(images[start : start + 256].to(device))).cpu()
+                                for start in range(0, len(images), 256)])
+    protocol = f"defended_raw_isp{'' if plan.head == 'linear' else '_' + plan.head}"
+    extra = {"split": source.split_note, "defence": "raw_isp", "sensor": vars(sensor), "isp_trained_on":
+             f"{len(source.train)} clean training images", "randomised": "fresh sensor noise every forward pass"}
+    record([EvalResult(protocol, source.spec, "psnr_clean_round_trip", psnr(round_trip, images), 0.0,
+                       backbone=target.label, settings=extra)], plan.seed)
+    save_rows(figures / "raw_isp_round_trip.png", [
+        ImageRow("clean", images[:10]), ImageRow("simulated RAW (mosaic)", capture(images[:10].to(device)).cpu()),
+        ImageRow("ISP output", round_trip[:10])], f"{target.label} | RAW defence round trip | {source.spec}")
+    subject.model.preprocess = RawDefence(capture, isp)
+    runs = [input_space_run(plan, protocol, extra, "bpda_", adaptive_attacks(plan.input_attacks, plan.norm))]
+    naive = AttackedModel(subject.model.classifier, subject.model.mean.flatten(), subject.model.std.flatten(),
+                          RawDefence(RawCapture(sensor, "exact").to(device), isp)).to(device).eval()
+    for run in runs:
+        record(run_input_space(subject, images, labels, run, source.spec, target.label, figures, plan.show_progress),
+               plan.seed)
+    naive_subject = AttackSubject(naive, subject.num_classes, subject.head, subject.head_settings)
+    naive_run = input_space_run(plan, protocol, {**extra, "note": "naive: rounding's zero gradient, no EOT"},
+                                "exact_grad_", ["pgd"])
+    record(run_input_space(naive_subject, images, labels, naive_run, source.spec, target.label, figures,
+                           plan.show_progress)[1:], plan.seed)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pretrainlab.attack.defended import attack_undefended, defend_by_adversarial_finetuning
+from pretrainlab.attack.defended import attack_undefended, defend_by_adversarial_finetuning, defend_by_raw_isp
 from pretrainlab.attack.encoder_attacks import attack_feature_space, attack_fooling, attack_universal
 from pretrainlab.attack.plan import AttackPlan, AttackReport, Recording, figures_folder, make_plan
 from pretrainlab.data import ImageSource, load_source
@@ -43,4 +43,6 @@ def run_plan(spec: str, data: str, plan: AttackPlan, weights: Path | None = None
                 attack_fooling(target, source, plan, torch_device, record, report.figures_dir)
         elif kind == "adv_finetune":
             defend_by_adversarial_finetuning(target, source, plan, torch_device, store, report)
+        elif kind == "raw_isp":
+            defend_by_raw_isp(target, source, plan, torch_device, record, report.figures_dir)
     return report
