@@ -112,6 +112,7 @@ def unlabeled_npz(tmp_path):
     (["--attack", "pgdd"], "did you mean 'pgd'"),
     (["--norm", "l3"], "unknown norm"),
     (["--attack", "fgsm", "--norm", "l2"], "supports only linf"),
+    (["--defence", "fusion"], "needs a second backbone"),
     (["--defence", "shield"], "unknown defence"),
     (["--head", "mlp"], "unknown head"),
     (["--option", "steps=0"], "at least 1"),

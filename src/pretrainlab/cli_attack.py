@@ -42,7 +42,8 @@ def add_attack_commands(commands: argparse._SubParsersAction) -> None:
                         "autoattack_rand (on a classifier); universal, feature, fooling (on the encoder)")
     attack.add_argument("--eps", default=DEFAULT_EPS, help=f"comma list of budgets in [0, 1] (default {DEFAULT_EPS})")
     attack.add_argument("--norm", default="linf", help="linf or l2")
-    attack.add_argument("--defence", action="append", default=[], help="comma list: none, adv_finetune, raw_isp")
+    attack.add_argument("--defence", action="append", default=[],
+                        help="comma list: none, adv_finetune, raw_isp, fusion:RUN2 (RUN2: a run folder or timm:NAME)")
     attack.add_argument("--head", default="linear", help="linear (probe on frozen features), finetune, or own (the "
                         "head an adv_finetune run saved)")
     attack.add_argument("--seed", type=int, default=0)

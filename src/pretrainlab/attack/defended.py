@@ -13,6 +13,7 @@ from pretrainlab.attack.defences.adversarial_training import (
     adversarial_finetune,
     export_adversarial_run,
 )
+from pretrainlab.attack.defences.fusion import fusion_subject
 from pretrainlab.attack.defences.raw_isp import IspTraining, RawCapture, RawDefence, SensorModel, psnr, train_isp
 from pretrainlab.attack.evaluation import run_input_space, test_images
 from pretrainlab.attack.figures import ImageRow, save_rows
@@ -117,3 +118,18 @@ def defend_by_raw_isp(target: EvalTarget, source: ImageSource, plan: AttackPlan,
                                 "exact_grad_", ["pgd"])
     record(run_input_space(naive_subject, images, labels, naive_run, source.spec, target.label, figures,
                            plan.show_progress)[1:], plan.seed)
+
+
+def defend_by_fusion(target: EvalTarget, source: ImageSource, plan: AttackPlan, device: torch.device,
+                     record: Recording, figures: Path, partner_spec: str) -> None:
+    """Fuses the target with a second backbone under one probe and attacks the fused model end to end."""
+    from pretrainlab.pipeline import seeded_target
+
+    partner = seeded_target(partner_spec, target.img_size, target.in_chans)
+    subject = fusion_subject([target, partner], source, device, plan.seed)
+    images, labels, _ = test_images(target, source.test, plan.max_test)
+    extra = {"split": source.split_note, "defence": "fusion", "partner": partner.label,
+             "attack_note": "white-box through both backbones (the fused model is differentiable)"}
+    run = input_space_run(plan, "defended_fusion", extra)
+    record(run_input_space(subject, images, labels, run, source.spec, target.label, figures, plan.show_progress),
+           plan.seed)

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pretrainlab.attack.defended import attack_undefended, defend_by_adversarial_finetuning, defend_by_raw_isp
+from pretrainlab.attack.defended import (
+    attack_undefended,
+    defend_by_adversarial_finetuning,
+    defend_by_fusion,
+    defend_by_raw_isp,
+)
 from pretrainlab.attack.encoder_attacks import attack_feature_space, attack_fooling, attack_universal
 from pretrainlab.attack.plan import AttackPlan, AttackReport, Recording, figures_folder, make_plan
 from pretrainlab.data import ImageSource, load_source
@@ -32,7 +37,7 @@ def run_plan(spec: str, data: str, plan: AttackPlan, weights: Path | None = None
     torch_device = resolve_device(device)
     report = AttackReport(figures_dir=figures_folder(target, store, figures))
     record = Recording(store, target, weights, report)
-    for kind, _argument in plan.defences:
+    for kind, argument in plan.defences:
         if kind == "none":
             attack_undefended(target, source, plan, torch_device, record, report.figures_dir)
             if "universal" in plan.attacks:
@@ -45,4 +50,6 @@ def run_plan(spec: str, data: str, plan: AttackPlan, weights: Path | None = None
             defend_by_adversarial_finetuning(target, source, plan, torch_device, store, report)
         elif kind == "raw_isp":
             defend_by_raw_isp(target, source, plan, torch_device, record, report.figures_dir)
+        elif kind == "fusion":
+            defend_by_fusion(target, source, plan, torch_device, record, report.figures_dir, str(argument))
     return report

@@ -78,6 +78,8 @@ def make_plan(attacks: list[str], eps: list[str], norm: str = "linf", defences: 
     if not budgets:
         raise PretrainlabError("give at least one epsilon, e.g. --eps 8/255")
     parsed = [parse_defence(text) for text in (defences or ["none"])]
+    if head != "linear" and any(kind == "fusion" for kind, _ in parsed):
+        raise PretrainlabError(f"defence fusion fits one linear probe on the fused features; drop --head {head}")
     AttackSettings.from_options(options or {})  # bad settings fail here, before any work
     check_listed(options or {}, "universal_heads", ("knn", "linear", "finetune"))
     check_listed(options or {}, "fooling_methods", FOOLING_METHODS)

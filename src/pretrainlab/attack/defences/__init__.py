@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pretrainlab.errors import PretrainlabError, unknown_name_message
 
-DEFENCES = ("none", "adv_finetune", "raw_isp")
+DEFENCES = ("none", "adv_finetune", "raw_isp", "fusion")
 
 
 def parse_defence(text: str) -> tuple[str, str | None]:
