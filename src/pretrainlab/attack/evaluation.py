@@ -82,8 +82,7 @@ def outcome_records(outcome: RobustnessOutcome, run: InputSpaceRun, subject: Att
     for result in outcome.per_eps:
         metric = f"{run.metric_prefix}{outcome.attack}_{outcome.norm}@{eps_label(result.eps)}"
         records.append(EvalResult(run.protocol, data, metric, result.robust_accuracy, result.seconds,
-                                  settings={**base, "eps": result.eps, "this_budget_top1": result.attack_accuracy,
-                                            "max_perturbation": result.max_norm},
+                                  settings={**base, "eps": result.eps, "max_perturbation": result.max_norm},
                                   backbone=backbone))
     return records
 
