@@ -84,6 +84,18 @@ def test_the_adversarial_protocol_reports_clean_and_per_eps_records() -> None:
     assert results[1].seconds > 0 and results[1].settings["test_images_attacked"] == 20
 
 
+def test_the_adversarial_protocol_declares_every_attack_setting_and_refuses_others() -> None:
+    from dataclasses import fields
+
+    from pretrainlab.eval.protocols import check_options
+    from pretrainlab.eval.protocols.adversarial import ATTACK_SETTINGS_OPTIONS
+
+    assert set(ATTACK_SETTINGS_OPTIONS) == {item.name for item in fields(AttackSettings)}
+    check_options(["adversarial"], {"steps": 3, "eps": ["8/255"], "max_test": 10, "seed": 0})
+    with pytest.raises(PretrainlabError, match="did you mean 'steps'"):
+        check_options(["adversarial"], {"stepz": 3})
+
+
 def test_cli_records_per_eps_results_in_the_store_and_draws_grids(tmp_path, capsys) -> None:
     store, figures = tmp_path / "store.db", tmp_path / "figures"
     code = main(["attack", "timm:tinycnn", "--data", "builtin", "--max-train", "200", "--max-test", "20",

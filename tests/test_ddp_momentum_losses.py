@@ -1,4 +1,5 @@
-"""MoCo v3's loss, DINO's centre and the memory queue: 2 gloo processes equal 1 process on the global batch.
+"""MoCo v3's loss, DINO's centre, the memory queue and MoCo v2's shuffled BN: 2 gloo processes equal 1 process
+on the global batch.
 
 One pair of processes computes everything (spawning is the slow part); each test checks one quantity.
 """
@@ -11,6 +12,7 @@ from ddp_utils import run_distributed
 
 from pretrainlab.losses import DINOLoss, InfoNCELoss
 from pretrainlab.methods.parts.queue import MemoryQueue
+from pretrainlab.methods.parts.shuffled_bn import shuffled_encode
 
 WORLD_SIZE = 2
 TEMPERATURE = 0.2
@@ -65,6 +67,15 @@ def compute(rank: int, world_size: int, data: dict[str, torch.Tensor]) -> dict[s
     queue.push(shard["queue_rows"])
     results["queue"] = queue.items.clone()
 
+    # MoCo v2's shuffled BN: each rank encodes a slice of the shuffled global batch, the keys come back in order.
+    rows = torch.arange(len(shard["queue_rows"]), dtype=torch.float32).view(-1, 1) + 100 * rank  # (B, 1)
+
+    def tag_with_rank(x: torch.Tensor) -> torch.Tensor:  # (n, 1) -> (n, 2): the row and the rank that encoded it
+        return torch.cat([x, torch.full((len(x), 1), float(rank))], dim=1)
+
+    results["shuffled_rows"] = rows
+    results["shuffled_keys"] = shuffled_encode(tag_with_rank, torch.nn.Identity(), rows, splits=1)
+
     if world_size > 1:
         for key in ("mocov3_loss", "trained_keys_loss", "dino_loss"):
             dist.all_reduce(results[key])
@@ -93,3 +104,13 @@ def test_value_is_the_same_on_every_rank_as_on_one_process(results, key: str) ->
 def test_gradients_of_the_shards_assemble_the_one_process_gradient(results, key: str) -> None:
     reference, ranks = results
     torch.testing.assert_close(torch.cat([r[key] for r in ranks]), reference[key], rtol=1e-4, atol=1e-6)
+
+
+def test_ddp_shuffled_bn_sends_keys_to_other_ranks_and_restores_the_original_order(results) -> None:
+    _, ranks = results
+    for rank_results in ranks:  # every key back at its own row
+        torch.testing.assert_close(rank_results["shuffled_keys"][:, :1], rank_results["shuffled_rows"])
+    encoded_by = torch.cat([rank_results["shuffled_keys"][:, 1] for rank_results in ranks])  # (W * B,)
+    local = len(encoded_by) // WORLD_SIZE
+    assert [int((encoded_by == rank).sum()) for rank in range(WORLD_SIZE)] == [local] * WORLD_SIZE
+    assert bool((encoded_by[:local] == 1).any())  # some of rank 0's keys were encoded by rank 1: a random mixture

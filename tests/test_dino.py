@@ -76,7 +76,8 @@ def test_dino_loss_gets_no_gradient_into_the_teacher() -> None:
 
 
 # -- iBOT masked-token loss ------------------------------------------------------------------------------
-def test_masked_token_loss_matches_a_per_image_loop_over_masked_patches() -> None:
+def test_masked_token_loss_averages_over_all_images_with_unmasked_ones_counting_zero() -> None:
+    """iBOT's official code, DINOv2 and lightly's IBOTPatchLoss divide by every image, not the masked ones."""
     generator = torch.Generator().manual_seed(1)
     student = torch.randn(3, 5, 7, generator=generator)
     teacher = torch.randn(3, 5, 7, generator=generator)
@@ -86,16 +87,29 @@ def test_masked_token_loss_matches_a_per_image_loop_over_masked_patches() -> Non
     criterion.centre.centre.copy_(centre)
     loss = criterion(student, teacher, mask, teacher_temperature=0.07)
     per_image = []
-    for image in range(3):  # image 1 has no masked patch and does not count
-        tokens = []
-        for n in range(5):
-            if mask[image, n]:
-                probabilities = naive_teacher_probabilities(teacher[image, n], centre, 0.07)
-                tokens.append(naive_cross_entropy(probabilities, student[image, n], 0.1))
-        if tokens:
-            per_image.append(torch.stack(tokens).mean())
-    torch.testing.assert_close(loss, torch.stack(per_image).mean())
+    for image in range(3):  # image 1 has no masked patch and contributes zero
+        tokens = [naive_cross_entropy(naive_teacher_probabilities(teacher[image, n], centre, 0.07), student[image, n],
+                                      0.1) for n in range(5) if mask[image, n]]
+        per_image.append(torch.stack(tokens).mean() if tokens else torch.zeros(()))
+    torch.testing.assert_close(loss, torch.stack(per_image).sum() / 3)
     torch.testing.assert_close(criterion.centre.centre, 0.5 * centre + 0.5 * teacher.reshape(-1, 7).mean(dim=0))
+
+
+def test_masked_token_loss_scale_does_not_depend_on_the_share_of_masked_images() -> None:
+    """Issue 10's reproducer: 4 images, 2 masked (3 of 9 patches each), teacher temperature 0.04, 20 prototypes.
+
+    Each image weighs 1/4 whether masked or not; the old loss (mean over the 2 masked images) was 2x this.
+    """
+    generator = torch.Generator().manual_seed(0)
+    student = torch.randn(4, 9, 20, generator=generator)
+    teacher = torch.randn(4, 9, 20, generator=generator)
+    mask = torch.zeros(4, 9, dtype=torch.bool)
+    mask[0, [0, 4, 8]] = True
+    mask[2, [1, 2, 3]] = True
+    loss = MaskedTokenDistillationLoss(20)(student, teacher, mask, 0.04)
+    masked_means = [naive_cross_entropy(naive_teacher_probabilities(teacher[i][mask[i]], torch.zeros(20), 0.04),
+                                        student[i][mask[i]], 0.1).mean() for i in (0, 2)]
+    torch.testing.assert_close(loss, (masked_means[0] + masked_means[1]) / 4)  # the old loss was twice this
 
 
 def test_masked_token_loss_without_masks_is_zero_but_connected() -> None:

@@ -1,13 +1,21 @@
-"""Registry-driven: every registered method trains one step on a tiny backbone at 32 px."""
+"""Registry-driven: every registered method trains on a tiny backbone at 32 px, from 32 px colour images and from
+28 px grey ones (a size other than the training size, as `--img-size 32` on `builtin`), where it also draws its
+end-of-run reconstruction grid from the stored images."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from PIL import Image
 
 from pretrainlab.backbones import create_backbone
 from pretrainlab.config import build_config
 from pretrainlab.methods import METHODS, MethodContext
+from pretrainlab.methods.parts.reconstruction import save_reconstruction_grid
+
+GRID_IMAGES = 4
 
 
 def tiny_method(name: str, in_chans: int = 3, num_classes: int = 10):
@@ -20,12 +28,14 @@ def tiny_method(name: str, in_chans: int = 3, num_classes: int = 10):
     return method_class(backbone, config, context)
 
 
-@pytest.mark.parametrize("name", METHODS.names())
+@pytest.mark.parametrize("name", [*METHODS.names(), "compose:mae+simclr"])
 @pytest.mark.parametrize("in_chans", [3, 1])
-def test_method_gives_finite_loss_and_backbone_gradient(name: str, in_chans: int, rgb_batch: torch.Tensor) -> None:
+def test_method_gives_finite_loss_and_backbone_gradient(name: str, in_chans: int, rgb_batch: torch.Tensor,
+                                                        tmp_path: Path) -> None:
     method = tiny_method(name, in_chans)
     method.train()
-    images = rgb_batch[..., :in_chans]
+    # Grey images are stored at 28 px: whatever the method masks or reconstructs must be made at 32.
+    images = rgb_batch[..., :in_chans] if in_chans == 3 else rgb_batch[:, 2:30, 2:30, :1].contiguous()
     labels = torch.arange(len(images)) % 10
     generator = torch.Generator().manual_seed(0)
     for step in range(2):  # a second step exercises queues, momentum and EMA state after an update
@@ -43,6 +53,10 @@ def test_method_gives_finite_loss_and_backbone_gradient(name: str, in_chans: int
                 if parameter.grad is not None:
                     parameter -= 0.01 * parameter.grad
         method.on_step_end(step, 10)
+    if in_chans == 1:  # the pipeline's end-of-run grid, drawn from the stored (28 px) images
+        path = tmp_path / "reconstructions.png"
+        if save_reconstruction_grid(method, images.numpy(), path, torch.device("cpu"), count=GRID_IMAGES):
+            assert Image.open(path).size == (GRID_IMAGES * 33 + 1, 3 * 33 + 1)  # 32 px images, 1 px padding
 
 
 @pytest.mark.parametrize("name", METHODS.names())

@@ -13,7 +13,7 @@ from pretrainlab.config import build_config
 from pretrainlab.data.views import Views
 from pretrainlab.losses import InfoNCELoss, NegativeCosineSimilarity
 from pretrainlab.methods import METHODS, Batch, MethodContext
-from pretrainlab.methods.parts.momentum import ema_update, frozen_copy, momentum_at
+from pretrainlab.methods.parts.momentum import MomentumTeacher, ema_update, frozen_copy, momentum_at
 from pretrainlab.methods.parts.queue import MemoryQueue
 
 
@@ -34,21 +34,24 @@ def batch_of(**views: list[torch.Tensor]) -> Batch:
 
 
 # -- momentum teacher ----------------------------------------------------------------------------------
-def test_ema_update_matches_a_loop_over_parameters_and_copies_buffers() -> None:
+def test_ema_update_matches_a_loop_over_parameters_and_leaves_the_teachers_buffers() -> None:
+    """Official BYOL, MoCo and DINO average parameters only; batch-norm statistics are the teacher's own."""
     student = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))
     teacher = frozen_copy(student)
     with torch.no_grad():
         for parameter in student.parameters():
             parameter.add_(torch.randn_like(parameter))
-    student(torch.randn(8, 4))  # changes the batch-norm running statistics
+    student(torch.randn(8, 4))  # changes the student's batch-norm running statistics
+    teacher_buffers = [b.clone() for b in teacher.buffers()]
     pairs = zip(teacher.parameters(), student.parameters(), strict=True)
     expected = [0.9 * t.detach().clone() + 0.1 * s.detach() for t, s in pairs]
     ema_update(teacher, student, 0.9)
     for got, want in zip(teacher.parameters(), expected, strict=True):
         torch.testing.assert_close(got, want)
         assert not got.requires_grad
-    for got, want in zip(teacher.buffers(), student.buffers(), strict=True):
+    for got, want in zip(teacher.buffers(), teacher_buffers, strict=True):
         torch.testing.assert_close(got, want)
+    assert not torch.equal(teacher[1].running_mean, student[1].running_mean)
 
 
 def test_momentum_schedule_is_a_cosine_from_base_to_final() -> None:
@@ -57,6 +60,33 @@ def test_momentum_schedule_is_a_cosine_from_base_to_final() -> None:
     assert momentum_at(50, 100, 0.99) == pytest.approx(1 - 0.01 * (math.cos(math.pi / 2) + 1) / 2)
     values = [momentum_at(step, 100, 0.9) for step in range(101)]
     assert all(a <= b for a, b in zip(values[:-1], values[1:], strict=True))
+
+
+def test_momentum_teacher_follows_every_named_part_at_the_scheduled_momentum() -> None:
+    student = {"backbone": nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)), "head": nn.Linear(3, 2)}
+    teacher = MomentumTeacher(student, base=0.9, final=1.0)
+    assert all(not p.requires_grad for p in teacher.parameters())
+    with torch.no_grad():
+        for module in student.values():
+            for parameter in module.parameters():
+                parameter.add_(torch.randn_like(parameter))
+    before = {name: [p.clone() for p in teacher[name].parameters()] for name in student}
+    momentum = teacher.follow(student, 25, 100)
+    assert momentum == pytest.approx(momentum_at(25, 100, 0.9, 1.0)) == pytest.approx(teacher.momentum)
+    for name, module in student.items():  # a naive loop, part by part
+        for got, old, new in zip(teacher[name].parameters(), before[name], module.parameters(), strict=True):
+            torch.testing.assert_close(got, momentum * old + (1 - momentum) * new.detach())
+    with pytest.raises(ValueError, match="parts"):
+        teacher.follow({"backbone": student["backbone"]}, 26, 100)
+    with pytest.raises(ValueError, match="momentum"):
+        MomentumTeacher(student, base=0.99, final=0.9)
+
+
+@pytest.mark.parametrize(("name", "attribute"), [("byol", "target"), ("mocov2", "key_encoder"),
+                                                 ("mocov3", "momentum_encoder"), ("dino", "teacher"),
+                                                 ("pixpro", "momentum_encoder")])
+def test_every_ema_method_keeps_its_teacher_in_the_shared_helper(name: str, attribute: str) -> None:
+    assert isinstance(getattr(make_method(name), attribute), MomentumTeacher)
 
 
 # -- queue -----------------------------------------------------------------------------------------------
@@ -160,7 +190,7 @@ def test_simsiam_loss_matches_paper_formula_and_gets_no_gradient_through_the_tar
 
 # -- MoCo v2 and v3 methods --------------------------------------------------------------------------------
 def test_mocov2_scores_against_the_old_queue_then_enqueues_normalised_keys() -> None:
-    method = make_method("mocov2", queue_size=20)
+    method = make_method("mocov2", queue_size=20, shuffle_bn=False)  # shuffled BN: tests/test_shuffled_bn.py
     method.train()
     query_images, key_images = torch.randn(8, 3, 32, 32), torch.randn(8, 3, 32, 32)
     old_queue = method.queue.items.clone()

@@ -154,19 +154,19 @@ def tiny_pixpro(**options):
 def test_pixpro_step_trains_backbone_and_moves_momentum_encoder(instance_weight: float, rgb_batch) -> None:
     method = tiny_pixpro(instance_weight=instance_weight)
     method.train()
-    teacher_before = [p.clone() for p in method.momentum_backbone.parameters()]
-    assert not any(p.requires_grad for p in method.momentum_backbone.parameters())
+    teacher_before = [p.clone() for p in method.momentum_encoder["backbone"].parameters()]
+    assert not any(p.requires_grad for p in method.momentum_encoder["backbone"].parameters())
     batch = method.prepare_batch(rgb_batch, None, torch.Generator().manual_seed(0))
     outputs = method(batch)
     assert float(outputs["overlapping_views"]) > 0.5
     outputs["loss"].backward()
-    assert all(p.grad is None for p in method.momentum_backbone.parameters())
+    assert all(p.grad is None for p in method.momentum_encoder["backbone"].parameters())
     with torch.no_grad():
         for parameter in method.backbone.parameters():
             parameter -= 0.1 * parameter.grad
     method.on_step_end(0, 10)
     moved = [not torch.equal(before, after) for before, after in
-             zip(teacher_before, method.momentum_backbone.parameters(), strict=True)]
+             zip(teacher_before, method.momentum_encoder["backbone"].parameters(), strict=True)]
     assert any(moved)
 
 

@@ -56,9 +56,23 @@ def test_coarse_mask_hides_whole_blocks() -> None:
     mask = coarse_patch_mask(64, (8, 8), 2, 0.6, torch.Generator().manual_seed(0)).view(64, 8, 8)
     blocks = mask.view(64, 4, 2, 4, 2)
     assert torch.equal(blocks.amin(dim=(2, 4)), blocks.amax(dim=(2, 4)))  # each 2x2 block all hidden or all shown
-    assert abs(mask.float().mean().item() - 10 / 16) < 1e-6  # round(0.6 * 16) = 10 blocks of 16
+    assert abs(mask.float().mean().item() - 10 / 16) < 1e-6  # ceil(0.6 * 16) = 10 blocks of 16
     odd = coarse_patch_mask(4, (7, 7), 2, 0.5)  # 2 does not divide 7: a cropped 4x4 block grid
     assert odd.shape == (4, 49)
+
+
+@pytest.mark.parametrize(("cells", "ratio"), [(4, 0.6), (16, 0.6), (9, 0.5), (10, 0.7), (49, 0.75), (4, 0.5)])
+def test_coarse_mask_hides_the_ceiling_of_the_cells_as_simmims_mask_generator(cells: int, ratio: float) -> None:
+    """SimMIM's MaskGenerator: mask_count = int(np.ceil(token_count * mask_ratio)), 1e-9 of float error aside."""
+    side = int(cells**0.5)
+    if side * side != cells:  # a 2 x 5 cell grid for 10
+        rows, cols = 2, cells // 2
+    else:
+        rows, cols = side, side
+    expected = -(-round(ratio * 1000) * cells // 1000)  # exact integer ceiling of ratio * cells
+    mask = coarse_patch_mask(8, (2 * rows, 2 * cols), 2, ratio, torch.Generator().manual_seed(1))
+    hidden_cells = mask.view(8, rows, 2, cols, 2)[:, :, 0, :, 0].sum(dim=(1, 2))
+    assert hidden_cells.tolist() == [expected] * 8
 
 
 def test_simmim_inserts_mask_tokens_before_positions() -> None:

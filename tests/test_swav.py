@@ -140,14 +140,25 @@ def test_prototypes_frozen_during_first_epoch_then_trained(rgb_batch: torch.Tens
     assert frozen_flags == [True, True, False]
 
 
-def test_queue_fills_from_its_start_epoch_and_joins_the_codes(rgb_batch: torch.Tensor) -> None:
-    method = _tiny_swav(local_views=0, queue_size=24, queue_start_epoch=0.5)  # starts after 16 images
+def test_queue_fills_from_its_start_epoch_and_is_used_once_full(rgb_batch: torch.Tensor) -> None:
+    """The official code joins the queue to the codes only once its last row is written (a full queue)."""
+    method = _tiny_swav(local_views=0, queue_size=24, queue_start_epoch=0.5)  # fills after 16 images
     generator = torch.Generator().manual_seed(0)
-    used = []
+    used, filled = [], []
     for _ in range(3):
+        filled.append([int(queue.filled) for queue in method.queues])
         used.append(bool(method(method.prepare_batch(rgb_batch, None, generator))["queue_used"]))
-    assert used == [False, False, True]
-    assert [int(queue.filled) for queue in method.queues] == [24, 24]
+    assert filled == [[0, 0], [0, 0], [16, 16]] and used == [False, False, False]
+    batch = method.prepare_batch(rgb_batch, None, generator)
+    queued = [queue.items.clone() for queue in method.queues]  # full now: 24 rows each
+    outputs = method(batch)
+    assert bool(outputs["queue_used"])
+    with torch.no_grad():  # the reference: the same embeddings, with every queued row in the partition
+        z = method.embed([torch.cat([view.images for view in batch.views["global"]])])
+        scores = list(method.prototypes(z).split(16))
+        weight = method.prototypes.weight
+        expected = method.criterion(scores, [], [rows @ weight.T for rows in queued])
+    torch.testing.assert_close(outputs["loss"].detach(), expected)
 
 
 def test_bad_settings_raise() -> None:

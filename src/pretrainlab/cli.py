@@ -11,11 +11,24 @@ from typing import Any
 
 from pretrainlab.allocator import keep_freed_memory
 from pretrainlab.cli_attack import add_attack_commands
-from pretrainlab.cli_results import add_results_commands, add_store_flag
+from pretrainlab.cli_results import add_results_commands, add_store_flag, positive_int
 from pretrainlab.errors import PretrainlabError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's errors as one `error: ...` line (exit code 2), like every other bad input; --help for usage."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise SystemExit(print_error(f"{message} (see {self.prog} --help)"))
+
+
+def print_error(message: str) -> int:
+    """Prints `error: MESSAGE` on one line (a multi-line message is joined) and returns exit code 2."""
+    print(f"error: {' '.join(part.strip() for part in str(message).splitlines())}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +36,7 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", help="timm model name (pretrainlab list backbones)")
     parser.add_argument("--data", help="builtin | npz:PATH | folder:PATH | torchvision:NAME[:ROOT]")
     parser.add_argument("--out", help="run folder (default runs/METHOD)")
-    parser.add_argument("--img-size", type=int, help="training image size (default: the data's)")
+    parser.add_argument("--img-size", type=positive_int, help="training image size (default: the data's)")
     parser.add_argument("--max-train", type=int, help="pre-train on a fixed class-balanced subset of this many "
                         "training images (quick runs on large sets; recorded in config.yaml)")
     parser.add_argument("--recipe", type=Path, help="YAML recipe (default: the packaged recipe of the method)")
@@ -79,9 +92,9 @@ def run_eval(args: argparse.Namespace) -> int:
 
     protocols = [p for text in args.protocol for p in text.split(",") if p] or ["knn"]
     options: dict[str, Any] = {".".join(path): value for path, value in map(parse_override, args.option)}
-    options.update({"k": args.k, "seed": args.seed})
+    options.update({key: value for key, value in (("k", args.k), ("seed", args.seed)) if value is not None})
     results = evaluate_backbone(args.backbone, args.data, protocols, args.device, args.weights, args.img_size,
-                                {k: v for k, v in options.items() if v is not None}, download=args.download,
+                                options, download=args.download,
                                 store=None if args.no_store else args.store)
     for result in results:
         if args.json:
@@ -93,8 +106,10 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from pretrainlab.atomic import check_output_path
     from pretrainlab.eval.export import export_spec
 
+    check_output_path(args.out, "--out", want_folder=False)
     spec = f"{args.run}@{args.layer}" if args.layer else args.run
     summary = export_spec(spec, args.out)
     print(f"wrote {summary['out']}: {summary['selector']} of {args.run} ({summary['embed_dim']} features)")
@@ -135,7 +150,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pretrainlab", description=__doc__)
+    parser = OneLineParser(prog="pretrainlab", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -155,8 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", default="builtin")
     evaluate.add_argument("--protocol", action="append", default=[], help="knn, linear (repeatable or comma list)")
     evaluate.add_argument("--weights", type=Path, help="weights for a timm:NAME backbone (safetensors or .pth)")
-    evaluate.add_argument("--img-size", type=int)
-    evaluate.add_argument("--k", type=int, help="kNN neighbours (default 200, or 20 with < 1,000 images a class)")
+    evaluate.add_argument("--img-size", type=positive_int)
+    evaluate.add_argument("--k", type=positive_int,
+                          help="kNN neighbours (default 200, or 20 with < 1,000 images a class)")
     evaluate.add_argument("--seed", type=int)
     evaluate.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                           help="protocol option, e.g. epochs=3, fractions=[0.01,0.1] or noise=[sym40] (repeatable)")
@@ -193,19 +209,23 @@ def configure_logging(verbose: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    configure_logging(args.verbose)
-    keep_freed_memory()  # every command runs CPU tensor code (training, feature extraction, probes)
-    from pretrainlab.train.loop import TrainingInterrupted
-
+    """Runs one command; bad input is exit code 2 with one `error:` line, Ctrl-C exit code 130 with one line,
+    wherever it lands (imports, data loading, model building: Ctrl-C during training saves a checkpoint)."""
     try:
-        return args.handler(args)
-    except TrainingInterrupted as interrupted:
-        print(f"interrupted: {interrupted}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        args = build_parser().parse_args(argv)
+        configure_logging(args.verbose)
+        keep_freed_memory()  # every command runs CPU tensor code (training, feature extraction, probes)
+        from pretrainlab.train.loop import TrainingInterrupted
+
+        try:
+            return args.handler(args)
+        except TrainingInterrupted as interrupted:
+            print(f"interrupted: {interrupted}", file=sys.stderr)
+            return EXIT_INTERRUPTED
     except PretrainlabError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return print_error(str(error))
+    except SystemExit as exit_request:  # argparse: --help (0) or a usage error (2, already printed)
+        return exit_request.code if isinstance(exit_request.code, int) else EXIT_USAGE
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted (Ctrl-C)", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -16,6 +16,17 @@ from pretrainlab.store.database import DEFAULT_STORE
 log = logging.getLogger("pretrainlab")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (a size or count of 0 used to be ignored silently)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got '{text}'")
+    return value
+
+
 def comma_list(values: list[str]) -> list[str]:
     return [item.strip() for text in values for item in text.split(",") if item.strip()]
 
@@ -43,11 +54,14 @@ def run_gauntlet(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    from pretrainlab.atomic import check_output_path
     from pretrainlab.report import DEFAULT_RANK_EXCLUDE, compare_store, render, write_comparison_report
     from pretrainlab.store import ResultsStore
 
     excluded = comma_list(args.rank_exclude) or list(DEFAULT_RANK_EXCLUDE)
     excluded = [] if excluded == ["none"] else excluded
+    if args.html:
+        check_output_path(args.html, "--html", want_folder=False)
     comparisons = compare_store(ResultsStore(args.store), args.runs, args.data, excluded)
     print(render(comparisons, args.format))
     if args.html:
@@ -85,7 +99,7 @@ def add_results_commands(commands: argparse._SubParsersAction) -> None:
     gauntlet.add_argument("--seeds", type=int, default=3, help="run each protocol with seeds 0..N-1 (default 3)")
     add_store_flag(gauntlet)
     gauntlet.add_argument("--weights", type=Path, help="weights for a timm:NAME backbone (safetensors or .pth)")
-    gauntlet.add_argument("--img-size", type=int)
+    gauntlet.add_argument("--img-size", type=positive_int)
     gauntlet.add_argument("--device", default="auto")
     gauntlet.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                           help="protocol option, e.g. k=20 or speed_batch_size=64 (repeatable)")

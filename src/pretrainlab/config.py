@@ -12,24 +12,55 @@ from pretrainlab.errors import PretrainlabError, unknown_name_message
 C = TypeVar("C")
 
 
+TYPE_WORDS = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
+
+
+def _wrong(where: str, wanted: str, value: Any) -> PretrainlabError:
+    return PretrainlabError(f"option {where} must be {wanted}, got {value!r}")
+
+
+def _coerce_scalar(value: Any, annotation: Any, where: str) -> Any:
+    """Checks a YAML scalar against int, float, bool or str (ints count as floats, whole floats as ints)."""
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is float and numeric:
+        return float(value)
+    if annotation is int and numeric and float(value).is_integer():
+        return int(value)
+    if (annotation is bool and isinstance(value, bool)) or (annotation is str and isinstance(value, str)):
+        return value
+    raise _wrong(where, TYPE_WORDS[annotation], value)
+
+
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    """Converts YAML values to the annotated type: lists to tuples, dicts to nested dataclasses."""
+    """Converts YAML values to the annotated type (lists to tuples, dicts to nested dataclasses), refusing a
+    value of the wrong kind with a one-line error: `temperature=abc`, `views=3`, `crop_scale=0.2`."""
     origin = typing.get_origin(annotation)
-    if dataclasses.is_dataclass(annotation) and isinstance(value, dict):
-        return build_config(annotation, value, where)
+    if dataclasses.is_dataclass(annotation):
+        if isinstance(value, dict):
+            return build_config(annotation, value, where)
+        if isinstance(value, annotation):
+            return value
+        raise PretrainlabError(f"option {where} is a group of options, not one value (got {value!r}); set its "
+                               f"members, e.g. {where}.NAME=VALUE")
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(annotation) if a is not type(None)]
         if value is None:
             return None
         return _coerce(value, options[0], where) if len(options) == 1 else value
-    if origin is tuple and isinstance(value, list | tuple):
+    if origin is tuple or annotation is tuple:
         args = typing.get_args(annotation)
-        inner = args[0] if args and (len(args) == 2 and args[1] is Ellipsis or len(set(args)) == 1) else None
-        return tuple(_coerce(v, inner, where) if inner else v for v in value)
-    if annotation is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if annotation is int and isinstance(value, float) and value.is_integer():
-        return int(value)
+        if not isinstance(value, list | tuple):
+            raise _wrong(where, "a list such as [0.2, 1.0]", value)
+        fixed = bool(args) and Ellipsis not in args
+        if fixed and len(value) != len(args):
+            raise _wrong(where, f"a list of {len(args)} values", value)
+        return tuple(_coerce(v, args[i] if fixed else args[0], where) if args else v for i, v in enumerate(value))
+    if origin is dict or annotation is dict:
+        if not isinstance(value, dict):
+            raise _wrong(where, "a group of key: value pairs", value)
+        return value
+    if annotation in TYPE_WORDS:
+        return _coerce_scalar(value, annotation, where)
     return value
 
 
@@ -68,7 +99,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise PretrainlabError(f"an option must look like key=value (e.g. temperature=0.2), got '{text}'")
-    return key.split("."), yaml.safe_load(raw)
+    try:
+        return key.split("."), yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        problem = str(getattr(error, "problem", None) or "not valid YAML")
+        raise PretrainlabError(f"option {key}: cannot read '{raw}' ({problem}); give a YAML value such as 0.2, "
+                               "true, text or [1, 2]") from None
 
 
 def set_nested(values: dict[str, Any], path: list[str], value: Any) -> None:

@@ -17,9 +17,8 @@ import torch
 import yaml
 
 import pretrainlab
-from pretrainlab.atomic import atomic_path
 from pretrainlab.backbones import Backbone, create_backbone
-from pretrainlab.config import build_config, config_to_dict
+from pretrainlab.config import build_config
 from pretrainlab.data import ImageSource, load_source
 from pretrainlab.data.subsets import limit_source
 from pretrainlab.distributed import is_distributed, rank, world_size
@@ -28,13 +27,21 @@ from pretrainlab.eval import EvalContext, EvalResult, EvalTarget, evaluate, load
 from pretrainlab.eval.features import extract_features
 from pretrainlab.eval.gauntlet import GauntletOutcome, plan_protocols, run_gauntlet, state_fingerprint
 from pretrainlab.eval.knn import as_labels, knn_accuracy
+from pretrainlab.eval.protocols import PROTOCOLS, check_options
 from pretrainlab.methods import METHODS, MethodContext
 from pretrainlab.methods.parts.reconstruction import save_reconstruction_grid
 from pretrainlab.report import write_run_report
 from pretrainlab.store import DEFAULT_STORE, EvaluationRecorder, ResultsStore, file_fingerprint
-from pretrainlab.train.checkpoint import checkpoint_path
 from pretrainlab.train.config import RunConfig, TrainConfig
 from pretrainlab.train.loop import Trainer
+from pretrainlab.train.run_folder import (  # noqa: F401  (resume_config, saved_run_config: this module's API)
+    check_new_run_folder,
+    check_resume_folder,
+    remove_stale_temporaries,
+    resume_config,
+    saved_run_config,
+    write_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +89,14 @@ def recipe_values(method: str, recipe: Path | None = None) -> dict[str, Any]:
         text = packaged.read_text()
         if ":" in method and (yaml.safe_load(text) or {}).get("method") != method:
             return {"method": method}  # the packaged composition recipe is for another composition
-    values = yaml.safe_load(text) or {}
+    try:
+        values = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or "not valid YAML"
+        raise PretrainlabError(f"recipe {recipe}: cannot read it as YAML ({problem})") from None
+    if not isinstance(values, dict):
+        raise PretrainlabError(f"recipe {recipe} holds a {type(values).__name__}; a recipe is a YAML mapping "
+                               "(method:, backbone:, train: {...}, method_options: {...})")
     if values.get("method", method) != method:
         raise PretrainlabError(f"recipe is for method '{values['method']}', not '{method}'")
     return values
@@ -131,42 +145,6 @@ def knn_monitor(source: ImageSource, context: MethodContext, device: torch.devic
     return monitor
 
 
-def saved_run_config(run_dir: Path) -> RunConfig:
-    values = yaml.safe_load((run_dir / "config.yaml").read_text())
-    values.pop("resolved", None)
-    values["train"] = build_config(TrainConfig, values.get("train"), "train")
-    return build_config(RunConfig, values, "run")
-
-
-def resume_config(run_dir: Path, overrides: dict[str, Any], train_overrides: dict[str, Any],
-                  option_overrides: dict[str, Any]) -> RunConfig:
-    """The saved configuration of `run_dir`; a flag given again must keep its saved value."""
-    if not (run_dir / "config.yaml").exists():
-        raise PretrainlabError(f"--resume: {run_dir} holds no config.yaml; start the run without --resume")
-    saved = saved_run_config(run_dir)
-    saved_values = config_to_dict(saved)
-    given = {key: value for key, value in overrides.items() if value is not None and key != "out"}
-    given.update({f"train.{k}": v for k, v in train_overrides.items() if v is not None})
-    given.update({f"method_options.{k}": v for k, v in option_overrides.items()})
-    differences = []
-    for key, value in given.items():
-        current: Any = saved_values
-        for part in key.split("."):
-            current = current.get(part) if isinstance(current, dict) else None
-        if current != value and not (isinstance(current, list) and list(value) == current):
-            differences.append(f"{key}: saved {current!r}, given {value!r}")
-    if differences:
-        raise PretrainlabError(f"--resume cannot change the run's settings ({'; '.join(differences)})")
-    return saved
-
-
-def write_config(run_dir: Path, config: RunConfig, resolved: dict[str, Any]) -> None:
-    values = config_to_dict(config)
-    values["resolved"] = resolved
-    with atomic_path(run_dir / "config.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump(values, sort_keys=False))
-
-
 def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True,
              source: ImageSource | None = None) -> dict[str, Any]:
     """Pre-trains `config.method` and leaves a run folder; returns a summary (steps, seconds, images/s).
@@ -175,8 +153,11 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
     """
     setup_distributed()
     run_dir = Path(config.out)
-    if not resume and checkpoint_path(run_dir).exists():
-        raise PretrainlabError(f"{run_dir} already holds a run; add --resume to continue it, or choose another --out")
+    # Every rank checks before rank 0 writes: config.yaml is written after the Trainer's DDP set-up, a collective.
+    if resume:
+        check_resume_folder(run_dir)
+    else:
+        check_new_run_folder(run_dir)
     device = resolve_device(config.train.device)
     source = source or load_source(config.data, image_size=config.img_size, download=config.download)
     source = limit_source(source, config.max_train)
@@ -186,7 +167,10 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
     backbone = create_backbone(config.backbone, img_size, source.channels)
     method_class = METHODS.get(config.method)
     method_config = build_config(method_class.config_class, config.method_options, config.method)
-    method = method_class(backbone, method_config, context).to(device)
+    try:
+        method = method_class(backbone, method_config, context).to(device)
+    except ValueError as error:  # losses and heads raise ValueError for out-of-range hyperparameters
+        raise PretrainlabError(f"invalid {config.method} options: {error}") from None
     monitor = knn_monitor(source, context, device) if source.labelled and source.test is not None else None
     trainer = Trainer(method, source.train, config.train, run_dir, device, monitor, show_progress)
     if rank() == 0 and not resume:
@@ -197,6 +181,8 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
             "steps_per_epoch": trainer.plan.steps_per_epoch, "world_size": world_size(),
             "pretrainlab": pretrainlab.__version__, "torch": str(torch.__version__),
         })
+    if rank() == 0 and resume:
+        remove_stale_temporaries(run_dir)
     summary = trainer.fit(resume=resume)
     if rank() == 0:  # input / masked / reconstructed rows, for methods that reconstruct pixels
         save_reconstruction_grid(method, source.train.images, run_dir / "reconstructions.png", device)
@@ -210,6 +196,7 @@ def evaluate_backbone(spec: str, data: str, protocols: list[str], device: str = 
                       store: Path | str | None = None) -> list[EvalResult]:
     """Evaluates a run folder or `timm:NAME` on a source with each protocol (each checks the data has what
     it needs); with `store`, the results are also recorded (run folder's evaluations.jsonl, then the store)."""
+    check_options(protocols, options or {})  # an option no protocol reads is an error, not silently ignored
     source = source or load_source(data, image_size=img_size, download=download)
     target = seeded_target(spec, img_size or source.image_size[0], source.channels, weights)
     context = EvalContext(target, source, resolve_device(device), dict(options or {}))
@@ -251,6 +238,7 @@ def gauntlet(spec: str, data: str, protocols: list[str] | None = None, seeds: in
     `max_train` / `max_test` evaluate on fixed class-balanced subsets (named in the results' data spec)."""
     if seeds < 1:
         raise PretrainlabError(f"--seeds must be at least 1, got {seeds}")
+    check_options(protocols or PROTOCOLS.names(), options or {})
     source = limit_source(load_source(data, image_size=img_size, download=download), max_train, max_test)
     plan = plan_protocols(source, protocols)  # bad protocol names fail before any work
     target = seeded_target(spec, img_size or source.image_size[0], source.channels, weights)

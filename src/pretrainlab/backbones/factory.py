@@ -8,13 +8,13 @@ from typing import Any
 
 import timm
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 import pretrainlab.backbones.small  # noqa: F401  (registers the small-image models in timm)
 from pretrainlab.atomic import atomic_path
 from pretrainlab.backbones.adapter import Backbone
 from pretrainlab.errors import PretrainlabError, UnknownNameError
+from pretrainlab.safe_files import load_safetensors, load_state_dict_file, safetensors_metadata
 
 # Keyword arguments only some timm models accept: tried first, dropped when the model refuses them.
 # zero_init_last=False: timm ResNets otherwise zero the last norm of every block, which makes an
@@ -88,11 +88,14 @@ def save_backbone(backbone: Backbone, path: Path) -> None:
 
 
 def read_backbone_metadata(path: Path) -> dict[str, Any]:
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
+    metadata = safetensors_metadata(path, "backbone file")
     if "timm_name" not in metadata:
         raise PretrainlabError(f"{path} has no pretrainlab metadata (timm_name); pass the backbone name instead")
-    return {"name": metadata["timm_name"], "create_kwargs": json.loads(metadata["create_kwargs"])}
+    try:
+        create_kwargs = json.loads(metadata.get("create_kwargs", "{}"))
+    except ValueError:
+        raise PretrainlabError(f"{path} has damaged pretrainlab metadata (create_kwargs is not JSON)") from None
+    return {"name": metadata["timm_name"], "create_kwargs": create_kwargs}
 
 
 def load_backbone(path: Path) -> Backbone:
@@ -103,19 +106,21 @@ def load_backbone(path: Path) -> Backbone:
     in_chans = kwargs.pop("in_chans", 3)
     kwargs.pop("num_classes", None)
     backbone = create_backbone(meta["name"], img_size, in_chans, check=False, **kwargs)
-    backbone.model.load_state_dict(load_file(str(path)))
+    try:
+        backbone.model.load_state_dict(load_safetensors(path, "backbone file"))
+    except RuntimeError as error:
+        raise PretrainlabError(f"backbone file {path} does not fit the '{meta['name']}' its metadata names "
+                               f"({str(error).splitlines()[0][:120]})") from None
     return backbone
 
 
-def load_weights_file(backbone: Backbone, path: Path) -> None:
+def load_weights_file(backbone: Backbone, path: Path, what: str = "weights file") -> None:
     """Loads a safetensors or torch checkpoint into `backbone`, ignoring classifier weights."""
-    if not path.is_file():
-        raise PretrainlabError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+    state = load_state_dict_file(path, what)
+    if isinstance(state, dict) and path.suffix != ".safetensors":
+        state = state.get("state_dict", state.get("model", state))
+    if not isinstance(state, dict):
+        raise PretrainlabError(f"{what} {path} holds a {type(state).__name__}, not a state dict of tensors")
     own = backbone.model.state_dict()
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if len(matched) < 0.9 * len(own):

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from pretrainlab.errors import PretrainlabError
 
 
 def random_patch_mask(batch: int, num_patches: int, mask_ratio: float, generator: torch.Generator | None = None,
-                      device: torch.device | str = "cpu") -> torch.Tensor:
-    """Uniformly random masks with exactly round(mask_ratio * L) masked patches per image: (B, L) bool."""
+                      device: torch.device | str = "cpu", round_up: bool = False) -> torch.Tensor:
+    """Uniformly random masks with exactly round(mask_ratio * L) masked patches per image: (B, L) bool.
+
+    With `round_up`, ceil(mask_ratio * L) patches are masked instead (SimMIM's code; a float error below
+    1e-9 does not round up).
+    """
     if not 0 <= mask_ratio < 1:
         raise PretrainlabError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
-    num_masked = int(round(mask_ratio * num_patches))
+    exact = mask_ratio * num_patches
+    num_masked = math.ceil(exact - 1e-9) if round_up else int(round(exact))
     noise = torch.rand(batch, num_patches, generator=generator, device=device)
     ranks = noise.argsort(dim=1).argsort(dim=1)  # rank of every patch's noise within its image
     return ranks < num_masked
@@ -52,13 +59,14 @@ def coarse_patch_mask(batch: int, grid: tuple[int, int], block: int, mask_ratio:
 
     The mask is drawn on a grid of ceil(rows / block) x ceil(cols / block) cells, each cell covering
     block x block patches, and cropped to `grid`; where block does not divide the grid the share hidden
-    is close to, not exactly, `mask_ratio`.
+    is close to, not exactly, `mask_ratio`. ceil(mask_ratio * cells) cells are hidden, as SimMIM's
+    `MaskGenerator` does (a 2x2 cell grid at ratio 0.6 hides 3 cells, not round(2.4) = 2).
     """
     if block < 1:
         raise PretrainlabError(f"mask block must be >= 1 patch, got {block}")
     rows, cols = grid
     coarse_rows, coarse_cols = -(-rows // block), -(-cols // block)
-    coarse = random_patch_mask(batch, coarse_rows * coarse_cols, mask_ratio, generator, device)
+    coarse = random_patch_mask(batch, coarse_rows * coarse_cols, mask_ratio, generator, device, round_up=True)
     coarse = coarse.view(batch, coarse_rows, coarse_cols)
     fine = coarse.repeat_interleave(block, dim=1).repeat_interleave(block, dim=2)[:, :rows, :cols]
     return fine.reshape(batch, rows * cols)

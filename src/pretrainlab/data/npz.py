@@ -1,8 +1,15 @@
-"""`npz:PATH`: numpy archives, as arrays (x_train/y_train/x_test/y_test) or as JPEG bytes with offsets."""
+"""`npz:PATH`: numpy archives, as arrays (x_train/y_train/x_test/y_test) or as JPEG bytes with offsets.
+
+Image arrays are uint8 (taken as they are), uint16 (scaled by 1/257), other integers in 0..255, booleans
+(0 or 255), or floats in [0, 1] (scaled by 255) or [0, 255]; anything else (text, objects, complex numbers,
+NaN, values outside those ranges, a split without images) is a one-line error, never silently clipped.
+"""
 
 from __future__ import annotations
 
 import warnings
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +22,44 @@ from pretrainlab.errors import PretrainlabError
 
 ARRAY_LAYOUT = "x_train (N,H,W[,C]) uint8, optional y_train (N,), optional x_test/y_test"
 JPEG_LAYOUT = "jpeg_train (bytes) + offsets_train (N+1,), optional y_train, jpeg_test/offsets_test/y_test, classes"
+PIXEL_TYPES = "uint8 0..255, uint16 0..65535, or floats in [0, 1] or [0, 255]"
+
+
+def read_array(archive: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
+    """One member of the archive, with one-line errors for object arrays and damaged members."""
+    try:
+        return archive[key]
+    except ValueError as error:
+        if "allow_pickle" in str(error):
+            raise PretrainlabError(f"npz array '{key}' holds Python objects, which are never unpickled; store plain "
+                                   f"numbers ({PIXEL_TYPES} for images, integers for labels)") from None
+        raise PretrainlabError(f"npz array '{key}' cannot be read ({error})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise PretrainlabError(f"npz array '{key}' is damaged ({error})") from None
+
+
+def as_uint8_images(images: np.ndarray, key: str) -> np.ndarray:
+    """uint8 images from an array of any pixel type the module docstring lists, scaled by its range."""
+    if images.dtype.kind not in "uifb":
+        raise PretrainlabError(f"npz array '{key}' holds {images.dtype} values; images must be {PIXEL_TYPES}")
+    if images.size == 0:
+        raise PretrainlabError(f"npz array '{key}' holds no images (shape {images.shape})")
+    if images.dtype == np.uint8:
+        return images
+    if images.dtype.kind == "b":
+        return images.astype(np.uint8) * 255
+    if images.dtype.kind == "f" and not np.isfinite(images).all():
+        raise PretrainlabError(f"npz array '{key}' has {int((~np.isfinite(images)).sum())} NaN or infinite pixels; "
+                               f"images must be {PIXEL_TYPES}")
+    low, high = images.min(), images.max()
+    if images.dtype == np.uint16:
+        return ((images.astype(np.uint32) + 128) // 257).astype(np.uint8)  # 65535 -> 255, rounded
+    if images.dtype.kind == "f" and low >= 0 and high <= 1:
+        return np.rint(images * 255.0).astype(np.uint8)
+    if low >= 0 and high <= 255:
+        return np.rint(images).astype(np.uint8) if images.dtype.kind == "f" else images.astype(np.uint8)
+    raise PretrainlabError(f"npz array '{key}' ({images.dtype}) spans {low:.4g}..{high:.4g}; images must be "
+                           f"{PIXEL_TYPES} (normalised arrays: store the raw pixels)")
 
 
 def decode_jpeg_split(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -35,14 +80,10 @@ def decode_jpeg_split(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 def _split_from_arrays(archive: np.lib.npyio.NpzFile, split: str) -> ImageSet | None:
     if f"x_{split}" not in archive.files:
         return None
-    images = archive[f"x_{split}"]
-    if images.dtype != np.uint8:
-        if images.max() <= 1.0:  # float images in [0, 1]
-            images = images * 255.0
-        images = images.clip(0, 255).astype(np.uint8)
+    images = as_uint8_images(read_array(archive, f"x_{split}"), f"x_{split}")
     if images.ndim == 4 and images.shape[1] in (1, 3) and images.shape[-1] not in (1, 3):
         images = images.transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
-    labels = archive[f"y_{split}"] if f"y_{split}" in archive.files else None
+    labels = read_array(archive, f"y_{split}") if f"y_{split}" in archive.files else None
     return ImageSet(images, labels)
 
 
@@ -55,7 +96,7 @@ def _split_from_jpeg(archive: np.lib.npyio.NpzFile, split: str, fingerprint: str
         cache_key("npz-jpeg", fingerprint, split),
         lambda: decode_jpeg_split(archive[f"jpeg_{split}"], archive[f"offsets_{split}"]),
     )
-    labels = archive[f"y_{split}"] if f"y_{split}" in archive.files else None
+    labels = read_array(archive, f"y_{split}") if f"y_{split}" in archive.files else None
     return ImageSet(images, labels)
 
 
@@ -65,7 +106,7 @@ def load_npz(argument: str, **_: object) -> ImageSource:
         raise PretrainlabError(f"npz file not found: {path}")
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise PretrainlabError(f"cannot read {path} as an npz archive: {error}") from None
     with archive:
         if "x_train" in archive.files:
@@ -79,5 +120,5 @@ def load_npz(argument: str, **_: object) -> ImageSource:
                 f"npz {path} has keys {sorted(archive.files)}; expected one of two layouts: "
                 f"({ARRAY_LAYOUT}) or ({JPEG_LAYOUT})"
             )
-        classes = [str(name) for name in archive["classes"]] if "classes" in archive.files else None
+        classes = [str(name) for name in read_array(archive, "classes")] if "classes" in archive.files else None
     return ImageSource(f"npz:{path}", train, test, classes=classes)

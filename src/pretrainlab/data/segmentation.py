@@ -119,7 +119,7 @@ def load_segmentation(argument: str, image_size: int | None = None, **_: object)
         raise PretrainlabError(f"segmentation folder not found: {root}; layout: {LAYOUT}")
     split_folders = [root / "train", root / "test"] if (root / "train").is_dir() else [root]
     all_images = [f for folder in split_folders if (folder / "images").is_dir()
-                  for f in (folder / "images").iterdir() if f.suffix.lower() in IMAGE_SUFFIXES]
+                  for f in (folder / "images").iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
     mode = "L" if all(is_grayscale(f) for f in all_images) else "RGB"
     size = image_size or DEFAULT_DECODE_SIZE
     splits = [load_split(folder, size, mode) for folder in split_folders]

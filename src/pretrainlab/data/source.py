@@ -8,6 +8,30 @@ import numpy as np
 
 from pretrainlab.errors import PretrainlabError
 
+# More classes than this is taken for a mistake (a corrupt label file), not a dataset: ImageNet-21k has 21,841,
+# and every protocol allocates per-class arrays, so a stray label of 10**10 would ask for hundreds of GB.
+MAX_CLASSES = 100_000
+
+
+def class_ids(labels: np.ndarray) -> np.ndarray:
+    """Validated class ids (N,) int64: whole numbers in 0..MAX_CLASSES-1; anything else is a one-line error."""
+    labels = np.asarray(labels).reshape(-1)
+    valid = f"labels must be class ids, whole numbers 0..{MAX_CLASSES - 1}"
+    if labels.dtype.kind not in "uifb":
+        raise PretrainlabError(f"{valid}; got {labels.dtype} values")
+    if labels.dtype.kind == "f":
+        for problem, bad in (("NaN or infinite", ~np.isfinite(labels)), ("not a whole number", labels % 1 != 0)):
+            if bad.any():
+                index = int(np.flatnonzero(bad)[0])
+                raise PretrainlabError(f"{valid}; label {index} is {labels[index].item()} ({problem}; "
+                                       f"{int(bad.sum())} such labels)")
+    for problem, bad in (("negative", labels < 0), ("absurdly large", labels >= MAX_CLASSES)):
+        if len(labels) and bad.any():
+            index = int(np.flatnonzero(bad)[0])
+            raise PretrainlabError(f"{valid}; label {index} is {labels[index].item()} ({problem}; "
+                                   f"{int(bad.sum())} such labels)")
+    return labels.astype(np.int64)
+
 
 @dataclass
 class ImageSet:
@@ -44,7 +68,7 @@ class ImageSet:
                 raise PretrainlabError("give multi-hot labels either as 2-D labels or as multilabels, not both")
             self.labels, self.multilabels = None, np.asarray(self.labels)
         if self.labels is not None:
-            self.labels = np.asarray(self.labels).astype(np.int64).reshape(-1)
+            self.labels = class_ids(self.labels)
             if len(self.labels) != len(self.images):
                 raise PretrainlabError(
                     f"{len(self.images)} images but {len(self.labels)} labels: they must match one to one"
@@ -98,6 +122,11 @@ class ImageSource:
     def __post_init__(self) -> None:
         if len(self.train) == 0:
             raise PretrainlabError(f"dataset '{self.spec}' holds no images")
+        labelled = [split.labels for split in (self.train, self.test) if split is not None and split.labels is not None]
+        largest = max((int(labels.max()) for labels in labelled if len(labels)), default=-1)
+        if self.classes is not None and largest >= len(self.classes):
+            raise PretrainlabError(f"dataset '{self.spec}' names {len(self.classes)} classes but has label {largest}; "
+                                   f"labels must be 0..{len(self.classes) - 1}")
 
     @property
     def channels(self) -> int:

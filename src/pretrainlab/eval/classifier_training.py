@@ -65,6 +65,11 @@ class TrainingSettings:
             raise PretrainlabError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
 
     @classmethod
+    def option_names(cls, prefix: str = "") -> tuple[str, ...]:
+        """The option keys `from_options` reads with this prefix."""
+        return tuple(prefix + name for name in cls.__annotations__)
+
+    @classmethod
     def from_options(cls, options: dict[str, Any], prefix: str = "", **defaults: Any) -> TrainingSettings:
         """Protocol defaults `defaults`, overridden by the user's options `PREFIX + field` (e.g. epochs, lr)."""
         values = dict(defaults)

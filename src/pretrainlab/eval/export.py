@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from pretrainlab.atomic import atomic_path
 from pretrainlab.backbones import Backbone, create_backbone
 from pretrainlab.backbones.selected import HeadBackbone
 from pretrainlab.errors import PretrainlabError
 from pretrainlab.eval.representation import MethodRepresentation, parse_selector, select, split_spec
+from pretrainlab.safe_files import load_safetensors, safetensors_metadata
 
 EXPORT_FORMAT = "pretrainlab-representation-1"
 HEAD_PREFIX = "pretrainlab_head."  # head tensors in an export; never a timm key, so timm loads the rest
@@ -75,8 +75,7 @@ def export_representation(backbone: Backbone, path: Path, img_size: int, mean: A
 
 def exported_metadata(path: Path) -> dict[str, str] | None:
     """The metadata of a representation export, or None for any other safetensors file."""
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
+    metadata = safetensors_metadata(path, "exported file")
     return metadata if metadata.get("format") == EXPORT_FORMAT else None
 
 
@@ -89,7 +88,7 @@ def load_exported(path: Path) -> tuple[Backbone, dict[str, Any]]:
     img_size, in_chans = kwargs.pop("img_size", int(metadata["img_size"])), kwargs.pop("in_chans", 3)
     kwargs.pop("num_classes", None)
     backbone = create_backbone(metadata["timm_name"], img_size, in_chans, check=False, **kwargs)
-    tensors = load_file(str(path))
+    tensors = load_safetensors(path, "exported file")
     backbone.model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(HEAD_PREFIX)})
     if "head" in metadata:
         head = build_layers(json.loads(metadata["head"]))

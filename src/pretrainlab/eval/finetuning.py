@@ -35,6 +35,9 @@ from pretrainlab.eval.features import normalisation
 from pretrainlab.eval.layer_decay import default_layer_decay, layer_decay_groups
 from pretrainlab.eval.protocols import EvalContext
 
+# The options FineTuning reads: the training settings and the layer-wise learning-rate decay.
+FINETUNE_OPTIONS = (*TrainingSettings.option_names(), "layer_decay")
+
 
 class FineTuning:
     """Fine-tuning set up once for an evaluation context: settings, normalisation, class count.

@@ -6,11 +6,27 @@ arXiv 1805.01978: cosine similarity, the k nearest training images vote with wei
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pretrainlab.errors import PretrainlabError
+
 DEFAULT_TEMPERATURE = 0.07
+
+
+def knn_options(options: Mapping[str, Any]) -> tuple[int | None, float]:
+    """(k or None for the default, temperature) from protocol options; k >= 1 and T > 0, else a one-line error
+    (k=0 used to become the default quietly, and a negative k ended in a traceback)."""
+    k, temperature = options.get("k"), options.get("temperature", DEFAULT_TEMPERATURE)
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise PretrainlabError(f"kNN k must be a whole number >= 1 (neighbours that vote), got {k!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not temperature > 0:
+        raise PretrainlabError(f"kNN temperature must be a number > 0 (votes weigh exp(sim / T)), got {temperature!r}")
+    return k, float(temperature)
 
 
 def default_k(train_labels: torch.Tensor) -> int:

@@ -26,6 +26,7 @@ import yaml
 from pretrainlab.backbones import Backbone, create_backbone
 from pretrainlab.backbones.selected import FULL_DEPTH, HeadBackbone, NestedBackbone
 from pretrainlab.errors import PretrainlabError
+from pretrainlab.safe_files import load_torch_file
 
 NESTED = re.compile(r"^(?:layer(?P<layer>\d+))?,?(?:dim(?P<dim>\d+))?$")
 
@@ -90,8 +91,14 @@ def load_run_method(run_dir: Path) -> nn.Module:
                             dataset_size=int(resolved.get("train_images", 0)))
     method_config = build_config(method_class.config_class, values.get("method_options"), values["method"])
     method = method_class(create_backbone(values["backbone"], img_size, in_chans), method_config, context)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    method.load_state_dict(state["method"])
+    state = load_torch_file(checkpoint, "checkpoint")
+    if not isinstance(state, dict) or not isinstance(state.get("method"), dict):
+        raise PretrainlabError(f"checkpoint {checkpoint} is not a pretrainlab checkpoint (no 'method' state)")
+    try:
+        method.load_state_dict(state["method"])
+    except RuntimeError as error:
+        raise PretrainlabError(f"checkpoint {checkpoint} does not fit the run's '{values['method']}' method "
+                               f"({str(error).splitlines()[0][:120]})") from None
     return method.eval()
 
 

@@ -16,8 +16,12 @@ class MaskedTokenDistillationLoss(nn.Module):
     """Cross-entropy between the teacher's centred, sharpened patch outputs (on the full image) and the
     student's patch outputs (on the masked image), at the masked patches only.
 
-    Each image's loss is the mean over its masked patches; the loss is the mean over images that have
-    any masked patch. The patch centre is separate from the [CLS]-level centre (iBOT, section 3).
+    Each image's loss is the mean over its masked patches; the loss is the mean over all images, an image
+    without masked patches counting zero, as iBOT's official code, DINOv2 and lightly's `IBOTPatchLoss` do.
+    (Averaging over the masked images only would scale the term by 1 / the share of masked images, 2x at
+    iBOT's mask probability 0.5, and make its weight vary with how many images a batch happens to mask.)
+    The patch centre is separate from the [CLS]-level centre (iBOT, section 3) and follows every teacher patch
+    token, as iBOT's code (DINOv2 and lightly update it with the masked tokens only).
 
     Args:
         out_dim: the patch head's output size K.
@@ -39,9 +43,7 @@ class MaskedTokenDistillationLoss(nn.Module):
         per_token = soft_cross_entropy(probabilities, student_logits, self.student_temperature)  # (B, N)
         weights = mask.float()
         masked_count = weights.sum(dim=1)  # (B,)
-        per_image = (per_token * weights).sum(dim=1) / masked_count.clamp(min=1.0)
-        has_mask = masked_count > 0
+        per_image = (per_token * weights).sum(dim=1) / masked_count.clamp(min=1.0)  # (B,), 0 where nothing hidden
         self.centre.update(teacher_logits.flatten(0, 1))
-        if not bool(has_mask.any()):
-            return per_token.sum() * 0.0  # keeps the graph (and DDP's gradient hooks) connected
-        return per_image[has_mask].mean()
+        # Without any mask this is 0 yet still depends on the student, so DDP's gradient hooks stay connected.
+        return per_image.mean()

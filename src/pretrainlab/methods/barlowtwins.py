@@ -58,8 +58,9 @@ class BarlowTwins(Method):
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         view_a, view_b = batch.views["global"]
-        # One backbone pass for both views; the projector's BatchNorm sees both, as in a shared forward.
-        both = torch.cat([view_a.images, view_b.images])  # (2B, C, S, S)
-        z_a, z_b = self.projection(self.backbone.pooled(both)).chunk(2)  # (B, projection_dim) each
+        # Each view is its own pass, as in the official code: batch norm statistics (backbone and projector)
+        # are per view, never pooled over both.
+        z_a = self.projection(self.backbone.pooled(view_a.images))  # (B, projection_dim)
+        z_b = self.projection(self.backbone.pooled(view_b.images))
         terms = self.criterion.terms(z_a, z_b)
         return {"loss": self.criterion.combine(terms), **{name: value.detach() for name, value in terms.items()}}

@@ -32,6 +32,10 @@ class ViewOptions:
     """Augmentation strengths shared by joint-embedding methods (SimCLR's recipe as defaults).
 
     Colour jitter uses SimCLR's strength s: brightness, contrast, saturation 0.8 s and hue 0.2 s.
+    `saturation`, when set, replaces 0.8 s for saturation alone: BYOL, MoCo v3 and DINO jitter brightness,
+    contrast, saturation and hue by 0.4 / 0.4 / 0.2 / 0.1 (s = 0.5 with saturation 0.2). Saturation and hue
+    act on colour images only. A recipe's or `--option`'s view group is built from these defaults plus the
+    keys it gives, not from the method's preset.
     """
 
     crop_min_scale: float = 0.08
@@ -41,13 +45,19 @@ class ViewOptions:
     grayscale_p: float = 0.2
     blur_p: float = 0.0
     solarize_p: float = 0.0
+    saturation: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.saturation is not None and self.saturation < 0:
+            raise ValueError(f"saturation must be >= 0 (or unset for 0.8 x jitter_strength), got {self.saturation}")
 
     def spec(self, size: int, count: int = 1, **overrides: Any) -> ViewSpec:
+        saturation = 0.8 * self.jitter_strength if self.saturation is None else self.saturation
         values = dict(
             size=size, count=count, crop_scale=(self.crop_min_scale, 1.0), flip_p=self.flip_p,
             jitter_p=self.jitter_p if self.jitter_strength > 0 else 0.0,
             brightness=0.8 * self.jitter_strength, contrast=0.8 * self.jitter_strength,
-            saturation=0.8 * self.jitter_strength, hue=min(0.5, 0.2 * self.jitter_strength),
+            saturation=saturation, hue=min(0.5, 0.2 * self.jitter_strength),
             grayscale_p=self.grayscale_p, blur_p=self.blur_p, solarize_p=self.solarize_p,
         )
         values.update(overrides)

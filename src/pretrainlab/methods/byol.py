@@ -15,7 +15,7 @@ from pretrainlab.data.views import ViewSpec
 from pretrainlab.heads import ProjectionHead
 from pretrainlab.losses import NegativeCosineSimilarity
 from pretrainlab.methods.base import Batch, Method, MethodContext, ViewOptions, register_method
-from pretrainlab.methods.parts.momentum import ema_update, frozen_copy, momentum_at
+from pretrainlab.methods.parts.momentum import MomentumTeacher
 from pretrainlab.methods.parts.view_presets import BYOL_FIRST_VIEW, BYOL_SECOND_VIEW
 
 
@@ -55,9 +55,8 @@ class BYOL(Method):
         dim, hidden = config.projection_dim, config.hidden_dim
         self.projector = ProjectionHead(backbone.embed_dim, hidden, dim, 2)  # Linear-BN-ReLU-Linear
         self.predictor = ProjectionHead(dim, hidden, dim, 2)
-        self.target = frozen_copy(self.online())
+        self.target = MomentumTeacher(self.online(), config.momentum)
         self.criterion = NegativeCosineSimilarity()
-        self.momentum = config.momentum
 
     def online(self) -> nn.ModuleDict:
         """The online modules the target follows, in the same order."""
@@ -76,7 +75,7 @@ class BYOL(Method):
             target_2 = self.target["projector"](self.target["backbone"].pooled(second))
         # 2 - 2 cos = 2 + 2 * (negative cosine similarity), for each direction.
         loss = 4 + 2 * (self.criterion(prediction_1, target_2) + self.criterion(prediction_2, target_1))
-        return {"loss": loss, "momentum": torch.tensor(self.momentum)}
+        return {"loss": loss, "momentum": torch.tensor(self.target.momentum)}
 
     def representations(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.backbone.pooled(images)
@@ -84,5 +83,4 @@ class BYOL(Method):
         return {"backbone": features, **heads}
 
     def on_step_end(self, step: int, total_steps: int) -> None:
-        self.momentum = momentum_at(step, total_steps, self.config.momentum)
-        ema_update(self.target, self.online(), self.momentum)
+        self.target.follow(self.online(), step, total_steps)

@@ -22,7 +22,7 @@ from pretrainlab.errors import PretrainlabError
 from pretrainlab.heads import DINOHead
 from pretrainlab.losses import DINOLoss, MaskedTokenDistillationLoss
 from pretrainlab.methods.base import Batch, Method, MethodContext, ViewOptions, register_method
-from pretrainlab.methods.parts.momentum import ema_update, frozen_copy, momentum_at
+from pretrainlab.methods.parts.momentum import MomentumTeacher
 from pretrainlab.methods.parts.view_presets import DINO_FIRST_GLOBAL_VIEW, DINO_LOCAL_VIEW, DINO_SECOND_GLOBAL_VIEW
 
 
@@ -105,9 +105,8 @@ class DINO(Method):
             self.mask_token = nn.Parameter(torch.zeros(backbone.embed_dim))
             self.patch_criterion = MaskedTokenDistillationLoss(patch_dim, config.student_temperature,
                                                                config.centre_momentum)
-        self.teacher = frozen_copy(self.student())
+        self.teacher = MomentumTeacher(self.student(), config.momentum)
         self.register_buffer("progress", torch.zeros(()))  # share of training done; saved for resume
-        self.momentum = config.momentum
 
     def _head(self, out_dim: int) -> DINOHead:
         config = self.config
@@ -183,7 +182,7 @@ class DINO(Method):
             teacher_logits = self.teacher["head"](teacher_pooled).chunk(2)
         dino_loss = self.criterion(list(student_logits), list(teacher_logits), temperature)
         outputs = {"dino_loss": dino_loss.detach(), "teacher_temperature": torch.tensor(temperature),
-                   "momentum": torch.tensor(self.momentum)}
+                   "momentum": torch.tensor(self.teacher.momentum)}
         loss = dino_loss
         if masks is not None:
             with torch.no_grad():
@@ -201,5 +200,4 @@ class DINO(Method):
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         self.progress.fill_((step + 1) / max(1, total_steps))
-        self.momentum = momentum_at(step, total_steps, self.config.momentum)
-        ema_update(self.teacher, self.student(), self.momentum)
+        self.teacher.follow(self.student(), step, total_steps)

@@ -15,7 +15,7 @@ from pretrainlab.data.views import ViewSpec
 from pretrainlab.heads import ProjectionHead
 from pretrainlab.losses import InfoNCELoss
 from pretrainlab.methods.base import Batch, Method, MethodContext, ViewOptions, register_method
-from pretrainlab.methods.parts.momentum import ema_update, frozen_copy, momentum_at
+from pretrainlab.methods.parts.momentum import MomentumTeacher
 from pretrainlab.methods.parts.view_presets import BYOL_FIRST_VIEW, BYOL_SECOND_VIEW
 
 
@@ -68,9 +68,8 @@ class MoCoV3(Method):
         if config.freeze_patch_embed and backbone.has_tokens:
             for parameter in backbone.model.patch_embed.parameters():
                 parameter.requires_grad_(False)
-        self.momentum_encoder = frozen_copy(self.base_encoder())
+        self.momentum_encoder = MomentumTeacher(self.base_encoder(), config.momentum)
         self.criterion = InfoNCELoss(config.temperature)
-        self.momentum = config.momentum
 
     def base_encoder(self) -> nn.ModuleDict:
         """The modules the momentum encoder follows, in the same order."""
@@ -90,7 +89,7 @@ class MoCoV3(Method):
             key_2 = self.momentum_encoder["projector"](self.momentum_encoder["backbone"].pooled(second))
         scale = 2 * self.config.temperature
         loss = scale * (self.criterion(query_1, key_2) + self.criterion(query_2, key_1))
-        return {"loss": loss, "momentum": torch.tensor(self.momentum)}
+        return {"loss": loss, "momentum": torch.tensor(self.momentum_encoder.momentum)}
 
     def representations(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.backbone.pooled(images)
@@ -98,5 +97,4 @@ class MoCoV3(Method):
         return {"backbone": features, **heads}
 
     def on_step_end(self, step: int, total_steps: int) -> None:
-        self.momentum = momentum_at(step, total_steps, self.config.momentum)
-        ema_update(self.momentum_encoder, self.base_encoder(), self.momentum)
+        self.momentum_encoder.follow(self.base_encoder(), step, total_steps)

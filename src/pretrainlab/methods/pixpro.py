@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from pretrainlab.backbones import Backbone
@@ -24,7 +25,7 @@ from pretrainlab.errors import PretrainlabError
 from pretrainlab.heads.pixel_propagation import ConvProjectionHead, PixelPropagation
 from pretrainlab.losses.pixel_matching import pixel_consistency_loss, pixel_match_mask
 from pretrainlab.methods.base import Batch, Method, MethodContext, ViewOptions, register_method
-from pretrainlab.methods.parts.momentum import ema_update, frozen_copy, momentum_at
+from pretrainlab.methods.parts.momentum import MomentumTeacher
 
 
 @dataclass(frozen=True)
@@ -85,26 +86,33 @@ class PixPro(Method):
             backbone.train(was_training)
         self.projector = ConvProjectionHead(channels, config.hidden_dim, config.projection_dim)
         self.propagation = PixelPropagation(config.projection_dim, config.sharpness, config.transform_layers)
-        self.momentum_backbone = frozen_copy(backbone)
-        self.momentum_projector = frozen_copy(self.projector)
         if config.instance_weight > 0:
             self.instance_projector = ConvProjectionHead(channels, config.hidden_dim, config.projection_dim)
             self.instance_predictor = ConvProjectionHead(config.projection_dim, config.hidden_dim,
                                                          config.projection_dim)
-            self.momentum_instance_projector = frozen_copy(self.instance_projector)
+        self.momentum_encoder = MomentumTeacher(self.online(), config.momentum)
+
+    def online(self) -> dict[str, nn.Module]:
+        """The modules the momentum encoder follows: backbone, projector (and the instance branch's projector)."""
+        parts = {"backbone": self.backbone, "projector": self.projector}
+        if self.config.instance_weight > 0:
+            parts["instance_projector"] = self.instance_projector
+        return parts
 
     def view_specs(self) -> dict[str, ViewSpec]:
         return {"global": self.config.views.spec(self.context.img_size, count=2)}
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         view_a, view_b = batch.views["global"]
-        both = torch.cat([view_a.images, view_b.images])  # one pass for both views: (2B, C, S, S)
-        maps = last_feature_map(self.backbone, both)  # (2B, C', h, w)
-        propagated_a, propagated_b = self.propagation(self.projector(maps)).chunk(2)  # (B, P, h, w) each
+        # Each view is its own pass through both encoders, as in the official code: batch norm statistics are
+        # per view, never pooled over the two.
+        maps = [last_feature_map(self.backbone, view.images) for view in (view_a, view_b)]  # 2 x (B, C', h, w)
+        propagated_a, propagated_b = (self.propagation(self.projector(m)) for m in maps)  # (B, P, h, w) each
         with torch.no_grad():
-            momentum_maps = last_feature_map(self.momentum_backbone, both)
-            target_a, target_b = self.momentum_projector(momentum_maps).chunk(2)
-        height, width = maps.shape[-2:]
+            teacher = self.momentum_encoder
+            momentum_maps = [last_feature_map(teacher["backbone"], view.images) for view in (view_a, view_b)]
+            target_a, target_b = (teacher["projector"](m) for m in momentum_maps)
+        height, width = maps[0].shape[-2:]
         matches = pixel_match_mask(view_a.boxes, view_a.flipped, view_b.boxes, view_b.flipped, height, width,
                                    self.config.distance_threshold)  # (B, N, N); B -> A is its transpose
         pixel_loss = (pixel_consistency_loss(propagated_a, target_b, matches)
@@ -119,19 +127,15 @@ class PixPro(Method):
         outputs["loss"] = loss
         return outputs
 
-    def instance_loss(self, maps: torch.Tensor, momentum_maps: torch.Tensor) -> torch.Tensor:
-        """BYOL-style agreement of pooled projections across the two views: (2B, C', h, w) maps -> scalar."""
-        prediction = self.instance_predictor(self.instance_projector(maps)).mean(dim=(2, 3))  # (2B, P)
+    def instance_loss(self, maps: list[torch.Tensor], momentum_maps: list[torch.Tensor]) -> torch.Tensor:
+        """BYOL-style agreement of pooled projections across the two views: per-view maps (B, C', h, w) -> scalar."""
+        prediction_a, prediction_b = (F.normalize(self.instance_predictor(self.instance_projector(m)).mean(dim=(2, 3)),
+                                                  dim=1) for m in maps)  # (B, P) each
         with torch.no_grad():
-            target = self.momentum_instance_projector(momentum_maps).mean(dim=(2, 3))
-        prediction_a, prediction_b = F.normalize(prediction, dim=1).chunk(2)
-        target_a, target_b = F.normalize(target, dim=1).chunk(2)
+            target_a, target_b = (F.normalize(self.momentum_encoder["instance_projector"](m).mean(dim=(2, 3)), dim=1)
+                                  for m in momentum_maps)
         agreement = (prediction_a * target_b).sum(dim=1) + (prediction_b * target_a).sum(dim=1)  # (B,)
         return (4.0 - 2.0 * agreement).mean()  # 2 - 2 cos, summed over both directions
 
     def on_step_end(self, step: int, total_steps: int) -> None:
-        momentum = momentum_at(step, total_steps, self.config.momentum)
-        ema_update(self.momentum_backbone, self.backbone, momentum)
-        ema_update(self.momentum_projector, self.projector, momentum)
-        if self.config.instance_weight > 0:
-            ema_update(self.momentum_instance_projector, self.instance_projector, momentum)
+        self.momentum_encoder.follow(self.online(), step, total_steps)

@@ -38,7 +38,8 @@ class SwAVConfig:
         local_crop_scale: crop scale range of the local views ((0.05, 0.14)).
         freeze_prototypes_epochs: the prototypes get no gradient for this many epochs (1 in the paper).
         queue_size: embeddings of past batches used in the equal partition (3840 for batches of 256; 0: off).
-        queue_start_epoch: the queue is filled and used from this epoch on (15 in the paper).
+        queue_start_epoch: the queue is filled from this epoch on (15 in the paper), and used once it is full
+            (as the official code: a partly filled queue would weigh a few past batches heavily).
     """
 
     prototypes: int = 3000
@@ -127,11 +128,12 @@ class SwAV(Method):
 
     @torch.no_grad()
     def queue_scores(self, global_embeddings: tuple[torch.Tensor, ...]) -> list[torch.Tensor | None]:
-        """Scores of each global view's queued embeddings (or None), then enqueues this batch's embeddings."""
+        """Scores of each global view's queued embeddings (None until its queue is full, as the official code),
+        then enqueues this batch's embeddings."""
         if not self.queues or self.epoch() < self.config.queue_start_epoch:
             return [None] * len(global_embeddings)
         weight = self.prototypes.weight.detach()
-        scores = [queue.valid() @ weight.T if int(queue.filled) else None for queue in self.queues]  # (M, K)
+        scores = [queue.items @ weight.T if queue.full() else None for queue in self.queues]  # (M, K)
         if self.training:
             for queue, embeddings in zip(self.queues, global_embeddings, strict=True):
                 queue.push(embeddings)

@@ -61,7 +61,8 @@ class VICReg(Method):
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         view_a, view_b = batch.views["global"]
-        both = torch.cat([view_a.images, view_b.images])  # one backbone pass: (2B, C, S, S)
-        z_a, z_b = self.projection(self.backbone.pooled(both)).chunk(2)  # (B, projection_dim) each
+        # Each view is its own pass, as in the official code: batch norm statistics are per view.
+        z_a = self.projection(self.backbone.pooled(view_a.images))  # (B, projection_dim)
+        z_b = self.projection(self.backbone.pooled(view_b.images))
         terms = self.criterion.terms(z_a, z_b)
         return {"loss": self.criterion.combine(terms), **{name: value.detach() for name, value in terms.items()}}

@@ -148,11 +148,15 @@ class ResultsStore:
 
         self.write(upsert)
 
-    def replace_all(self, runs: list[RunRow], checkpoints: list[CheckpointRow],
-                    evaluations: list[EvaluationRow]) -> None:
-        """Replaces the whole content in one transaction: readers see the old store or the new one."""
+    def replace_all(self, collect: Callable[[], tuple[list[RunRow], list[CheckpointRow], list[EvaluationRow]]]
+                    ) -> tuple[list[RunRow], list[CheckpointRow], list[EvaluationRow]]:
+        """Replaces the whole content with what `collect()` returns, in one transaction: readers see the old
+        store or the new one. `collect` runs inside the transaction, after the write lock is taken: a writer
+        logs a row before it inserts it, so a row is either in what `collect` reads or inserted after this
+        commit, never inserted in between and then deleted here. Returns what was collected."""
 
-        def replace(connection: sqlite3.Connection) -> None:
+        def replace(connection: sqlite3.Connection) -> tuple[list[RunRow], list[CheckpointRow], list[EvaluationRow]]:
+            runs, checkpoints, evaluations = collect()
             for table in ("evaluations", "checkpoints", "runs"):
                 connection.execute(f"DELETE FROM {table}")
             connection.executemany("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -163,8 +167,9 @@ class ResultsStore:
             connection.executemany(
                 f"INSERT OR IGNORE INTO evaluations ({', '.join(EVALUATION_COLUMNS)}) VALUES ({placeholders})",
                 [row.to_sql() for row in evaluations])
+            return runs, checkpoints, evaluations
 
-        self.write(replace)
+        return self.write(replace)
 
     # -- reads ---------------------------------------------------------------------------------
     def evaluations(self, data: str | None = None) -> list[EvaluationRow]:

@@ -37,6 +37,16 @@ def rebuild_store(store: ResultsStore, runs_dir: Path | None = None) -> RebuildS
     runs_dir = Path(runs_dir) if runs_dir is not None else store.path.parent
     if not runs_dir.is_dir():
         raise PretrainlabError(f"runs folder not found: {runs_dir}")
+    # Read inside the write transaction, so no row is inserted between this read and the replacement.
+    runs, checkpoints, evaluations = store.replace_all(lambda: collect_rows(store, runs_dir))
+    log.info("indexed %d runs, %d checkpoint files, %d evaluations from %s", len(runs), len(checkpoints),
+             len(evaluations), runs_dir)
+    return RebuildSummary(len(runs), len(checkpoints), len(evaluations))
+
+
+def collect_rows(store: ResultsStore, runs_dir: Path) -> tuple[list[RunRow], list[CheckpointRow],
+                                                               list[EvaluationRow]]:
+    """What the run folders under `runs_dir` and the logs of external backbones hold, as store rows."""
     runs: list[RunRow] = []
     checkpoints: list[CheckpointRow] = []
     evaluations: list[EvaluationRow] = []
@@ -50,8 +60,4 @@ def rebuild_store(store: ResultsStore, runs_dir: Path | None = None) -> RebuildS
     # Logs of timm backbones lie beside their store: this store's, and any other store's in the runs folder.
     for log_path in sorted({store.external_log, *runs_dir.glob(f"*{EXTERNAL_LOG_SUFFIX}")}):
         evaluations.extend(read_evaluations(log_path))
-    evaluations = list({row.uid: row for row in evaluations}.values())
-    store.replace_all(runs, checkpoints, evaluations)
-    log.info("indexed %d runs, %d checkpoint files, %d evaluations from %s", len(runs), len(checkpoints),
-             len(evaluations), runs_dir)
-    return RebuildSummary(len(runs), len(checkpoints), len(evaluations))
+    return runs, checkpoints, list({row.uid: row for row in evaluations}.values())

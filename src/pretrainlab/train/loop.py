@@ -99,9 +99,14 @@ class Trainer:
 
     def restore(self) -> int:
         state = load_checkpoint(self.run_dir)
-        self.method.load_state_dict(state["method"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        try:
+            self.method.load_state_dict(state["method"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scaler.load_state_dict(state["scaler"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:
+            raise PretrainlabError(f"checkpoint in {self.run_dir / 'checkpoints'} does not fit this run's method, "
+                                   f"backbone or optimizer ({str(error).splitlines()[0][:120]}); restore the run "
+                                   "folder from a copy") from None
         if self.is_main:
             truncate_metrics(self.run_dir, int(state["step"]))
         return int(state["step"])

@@ -7,9 +7,10 @@ records) lives one level up in `pretrainlab.eval`.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +82,39 @@ def applies_when(check: ApplicabilityCheck) -> Callable[[Protocol], Protocol]:
         return protocol
 
     return decorate
+
+
+# Options every protocol takes: the seed (set by eval --seed and by the gauntlet for each of its seeds).
+COMMON_OPTIONS = frozenset({"seed"})
+
+
+def takes_options(*names: str) -> Callable[[Protocol], Protocol]:
+    """Declares the option keys a protocol reads besides `seed`, e.g. `@takes_options("k", "temperature")`;
+    `check_options` refuses keys no requested protocol reads instead of ignoring them silently."""
+
+    def decorate(protocol: Protocol) -> Protocol:
+        protocol.options = frozenset(names)  # type: ignore[attr-defined]
+        return protocol
+
+    return decorate
+
+
+def check_options(protocols: Iterable[str], options: Mapping[str, Any]) -> None:
+    """Refuses an option that none of `protocols` reads, naming the valid ones (a protocol that declares
+    nothing, e.g. a new one, accepts any option)."""
+    protocols = list(protocols)
+    valid = set(COMMON_OPTIONS)
+    for name in protocols:
+        declared = getattr(PROTOCOLS.get(name), "options", None)
+        if declared is None:
+            return
+        valid |= declared
+    for key in options:
+        if key not in valid:
+            closest = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+            hint = f"; did you mean '{closest[0]}'?" if closest else ""
+            raise PretrainlabError(f"option '{key}' is read by none of the protocols {', '.join(protocols)}{hint} "
+                                   f"valid options: {', '.join(sorted(valid))}")
 
 
 def skip_reason(protocol: str, source: ImageSource) -> str | None:

@@ -16,8 +16,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pretrainlab.eval.protocols import PROTOCOLS, EvalContext
+from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, takes_options
 from pretrainlab.eval.record import EvalResult
+
+# The AttackSettings fields (pretrainlab.attack.input_space), spelled out so this module need not import the
+# attack layer at import time; a test keeps the two lists equal.
+ATTACK_SETTINGS_OPTIONS = ("steps", "step_factor", "eot_samples", "square_queries", "cw_c", "cw_steps", "cw_lr",
+                           "restarts")
 
 
 def listed(value: Any, default: list[str]) -> list[str]:
@@ -27,6 +32,7 @@ def listed(value: Any, default: list[str]) -> list[str]:
 
 
 @PROTOCOLS.register("adversarial")
+@takes_options("attacks", "eps", "norm", "max_test", *ATTACK_SETTINGS_OPTIONS)
 def adversarial_protocol(context: EvalContext) -> list[EvalResult]:
     from pretrainlab.attack.evaluation import DEFAULT_EPS, DEFAULT_MAX_TEST, InputSpaceRun, run_input_space, test_images
     from pretrainlab.attack.input_space import AttackSettings, check_attack, parse_eps

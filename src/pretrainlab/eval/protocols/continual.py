@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from pretrainlab.errors import PretrainlabError
-from pretrainlab.eval.protocols import PROTOCOLS, EvalContext
+from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, takes_options
 from pretrainlab.eval.record import EvalResult
 
 DISTANCES = ("euclidean", "cosine")
@@ -71,6 +71,7 @@ def incremental_accuracies(train_features: torch.Tensor, train_labels: torch.Ten
 
 
 @PROTOCOLS.register("continual")
+@takes_options("tasks", "distance")
 def continual_protocol(context: EvalContext) -> list[EvalResult]:
     started = time.perf_counter()
     seed = int(context.options.get("seed", 0))

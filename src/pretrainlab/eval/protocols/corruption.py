@@ -29,9 +29,9 @@ from pretrainlab.data.subsets import subset_indices
 from pretrainlab.errors import PretrainlabError, unknown_name_message
 from pretrainlab.eval.features import extract_features, normalisation
 from pretrainlab.eval.image_corruptions import CORRUPTIONS, SEVERITIES, corrupt
-from pretrainlab.eval.knn import DEFAULT_TEMPERATURE, default_k, knn_predict
+from pretrainlab.eval.knn import default_k, knn_options, knn_predict
 from pretrainlab.eval.linear import fit_linear_probe
-from pretrainlab.eval.protocols import PROTOCOLS, EvalContext
+from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, takes_options
 from pretrainlab.eval.record import EvalResult
 
 CLASSIFIERS = ("linear", "knn")
@@ -55,8 +55,8 @@ def build_predictor(context: EvalContext, classifier: str, seed: int) -> tuple[P
     if classifier == "linear":
         probe = fit_linear_probe(train_features, train_labels, num_classes, seed)
         return (lambda features: probe.logits(features).argmax(dim=1)), {"l2": probe.l2, "solver": "lbfgs"}
-    k = int(context.options.get("k") or default_k(train_labels))
-    temperature = float(context.options.get("temperature", DEFAULT_TEMPERATURE))
+    k, temperature = knn_options(context.options)
+    k = k or default_k(train_labels)
     return (lambda features: knn_predict(train_features, train_labels, features, k, temperature, num_classes)
             .argmax(dim=1)), {"k": k, "temperature": temperature}
 
@@ -90,6 +90,7 @@ def corrupted_accuracies(context: EvalContext, images: np.ndarray, labels: torch
 
 
 @PROTOCOLS.register("corruption")
+@takes_options("corruptions", "k", "temperature", "max_test", "classifier")
 def corruption_protocol(context: EvalContext) -> list[EvalResult]:
     started = time.perf_counter()
     seed = int(context.options.get("seed", 0))

@@ -32,7 +32,7 @@ from pretrainlab.data.source import ImageSource
 from pretrainlab.errors import PretrainlabError
 from pretrainlab.eval.classifier_training import FeatureInputs, TrainingSettings, fit, plan_steps, seeded
 from pretrainlab.eval.features import evaluating, input_batches, normalisation
-from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, applies_when
+from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, applies_when, takes_options
 from pretrainlab.eval.record import EvalResult
 from pretrainlab.eval.target import EvalTarget
 
@@ -138,6 +138,7 @@ def frozen_maps(context: EvalContext, layer: int, size: int) -> tuple[torch.Tens
 
 
 @PROTOCOLS.register("dense")
+@takes_options("img_size", "layer", *TrainingSettings.option_names("dense_"))
 @applies_when(needs_masks)
 def dense_protocol(context: EvalContext) -> list[EvalResult]:
     started = time.perf_counter()

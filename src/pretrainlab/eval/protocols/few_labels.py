@@ -22,9 +22,9 @@ import torch
 
 from pretrainlab.data.subsets import class_balanced_subset, fraction_label
 from pretrainlab.errors import PretrainlabError
-from pretrainlab.eval.finetuning import FineTuning
+from pretrainlab.eval.finetuning import FINETUNE_OPTIONS, FineTuning
 from pretrainlab.eval.linear import linear_probe_accuracy
-from pretrainlab.eval.protocols import PROTOCOLS, EvalContext
+from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, takes_options
 from pretrainlab.eval.record import EvalResult
 
 DEFAULT_FRACTIONS = (0.01, 0.1, 1.0)
@@ -59,6 +59,7 @@ def run_fractions(context: EvalContext, protocol: str,
 
 
 @PROTOCOLS.register("few_labels_linear")
+@takes_options("fractions")
 def few_labels_linear(context: EvalContext) -> list[EvalResult]:
     """Linear probe (the foundation's L-BFGS logistic regression) on frozen features of each subset."""
     train_features, train_labels = context.features("train"), context.labels("train")
@@ -73,6 +74,7 @@ def few_labels_linear(context: EvalContext) -> list[EvalResult]:
 
 
 @PROTOCOLS.register("few_labels_finetune")
+@takes_options("fractions", *FINETUNE_OPTIONS)
 def few_labels_finetune(context: EvalContext) -> list[EvalResult]:
     """Fine-tuning (backbone + fresh head) on each subset, tested on the whole test split."""
     tuning = FineTuning(context)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 
-from pretrainlab.eval.finetuning import FineTuning
-from pretrainlab.eval.protocols import PROTOCOLS, EvalContext
+from pretrainlab.eval.finetuning import FINETUNE_OPTIONS, FineTuning
+from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, takes_options
 from pretrainlab.eval.record import EvalResult
 
 
 @PROTOCOLS.register("finetune")
+@takes_options(*FINETUNE_OPTIONS)
 def finetune_protocol(context: EvalContext) -> list[EvalResult]:
     """Top-1 on the test split after fine-tuning on the whole training split."""
     started = time.perf_counter()

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import time
 
-from pretrainlab.eval.knn import DEFAULT_TEMPERATURE, knn_accuracy
-from pretrainlab.eval.protocols import PROTOCOLS, EvalContext
+from pretrainlab.eval.knn import knn_accuracy, knn_options
+from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, takes_options
 from pretrainlab.eval.record import EvalResult
 
 
 @PROTOCOLS.register("knn")
+@takes_options("k", "temperature")
 def knn_protocol(context: EvalContext) -> list[EvalResult]:
     started = time.perf_counter()
-    k = context.options.get("k")
-    temperature = context.options.get("temperature", DEFAULT_TEMPERATURE)
+    k, temperature = knn_options(context.options)
     accuracy, used_k = knn_accuracy(context.features("train"), context.labels("train"), context.features("test"),
                                     context.labels("test"), k, temperature)
     return [EvalResult("knn", context.source.spec, "top1", accuracy, time.perf_counter() - started,

@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 
 from pretrainlab.eval.linear import linear_probe_accuracy
-from pretrainlab.eval.protocols import PROTOCOLS, EvalContext
+from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, takes_options
 from pretrainlab.eval.record import EvalResult
 
 
 @PROTOCOLS.register("linear")
+@takes_options()
 def linear_protocol(context: EvalContext) -> list[EvalResult]:
     started = time.perf_counter()
     seed = int(context.options.get("seed", 0))

@@ -26,7 +26,7 @@ from pretrainlab.data.source import ImageSource
 from pretrainlab.data.splits import stratified_indices
 from pretrainlab.eval.average_precision import average_precisions
 from pretrainlab.eval.linear import L2_GRID, fit_lbfgs_linear, standardise
-from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, applies_when
+from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, applies_when, takes_options
 from pretrainlab.eval.record import EvalResult
 
 VALIDATION_FRACTION = 0.1
@@ -79,6 +79,7 @@ def choose_l2(features: torch.Tensor, targets: torch.Tensor, seed: int) -> float
 
 
 @PROTOCOLS.register("multilabel")
+@takes_options()
 @applies_when(needs_multilabels)
 def multilabel_protocol(context: EvalContext) -> list[EvalResult]:
     started = time.perf_counter()

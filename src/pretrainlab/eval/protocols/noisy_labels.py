@@ -40,11 +40,11 @@ from pretrainlab.eval.classifier_training import (
     top1,
 )
 from pretrainlab.eval.elr import PAPER_BETA, PAPER_LAMBDA, EarlyLearningRegularization
-from pretrainlab.eval.finetuning import FineTuning
+from pretrainlab.eval.finetuning import FINETUNE_OPTIONS, FineTuning
 from pretrainlab.eval.label_noise import noisy_labels, parse_noise
 from pretrainlab.eval.linear import standardise
 from pretrainlab.eval.nmtune import FeatureMLPClassifier, NMTuneWeights, nmtune_loss
-from pretrainlab.eval.protocols import PROTOCOLS, EvalContext
+from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, takes_options
 from pretrainlab.eval.record import EvalResult
 
 DEFAULT_NOISE = ("sym20", "sym40", "sym60", "asym20", "asym40")
@@ -108,6 +108,8 @@ def read_noise(options: dict[str, Any]) -> list[tuple[str, float]]:
 
 
 @PROTOCOLS.register("noisy_labels")
+@takes_options("noise", "mode", "elr_beta", "elr_lambda", *TrainingSettings.option_names("head_"),
+               *FINETUNE_OPTIONS)
 def noisy_labels_protocol(context: EvalContext) -> list[EvalResult]:
     """Top-1 with clean, noisy and ELR-regularised training labels, and NMTune against a linear probe."""
     seed = int(context.options.get("seed", 0))

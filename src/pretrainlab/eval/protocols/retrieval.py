@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from pretrainlab.eval.average_precision import average_precisions
-from pretrainlab.eval.protocols import PROTOCOLS, EvalContext
+from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, takes_options
 from pretrainlab.eval.record import EvalResult
 
 RECALL_AT = (1, 5)
@@ -55,6 +55,7 @@ def retrieval_scores(train_features: torch.Tensor, train_labels: torch.Tensor, t
 
 
 @PROTOCOLS.register("retrieval")
+@takes_options()
 def retrieval_protocol(context: EvalContext) -> list[EvalResult]:
     started = time.perf_counter()
     scores = retrieval_scores(context.features("train"), context.labels("train"), context.features("test"),

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from pretrainlab.data.subsets import class_balanced_subset, fraction_label
 from pretrainlab.errors import PretrainlabError
 from pretrainlab.eval.classifier_training import LossFunction
-from pretrainlab.eval.finetuning import FineTuning
-from pretrainlab.eval.protocols import PROTOCOLS, EvalContext
+from pretrainlab.eval.finetuning import FINETUNE_OPTIONS, FineTuning
+from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, takes_options
 from pretrainlab.eval.record import EvalResult
 
 STUDENT_INITS = ("pretrained", "teacher")
@@ -57,6 +57,7 @@ def distillation_loss(teacher: nn.Module, temperature: float) -> LossFunction:
 
 
 @PROTOCOLS.register("semi_distill")
+@takes_options("label_fraction", "temperature", "student_init", *FINETUNE_OPTIONS)
 def semi_distill(context: EvalContext) -> list[EvalResult]:
     """Teacher and student top-1 on the test split."""
     started = time.perf_counter()

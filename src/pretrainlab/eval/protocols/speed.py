@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, applies_when, needs_nothing
+from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, applies_when, needs_nothing, takes_options
 from pretrainlab.eval.record import EvalResult
 from pretrainlab.eval.target import EvalTarget
 
@@ -119,6 +119,7 @@ def timed_steps(target: EvalTarget, settings: SpeedSettings, device: torch.devic
 
 
 @PROTOCOLS.register("speed")
+@takes_options(*(f"speed_{name}" for name in SpeedSettings.__annotations__))
 @applies_when(needs_nothing)
 def speed_protocol(context: EvalContext) -> list[EvalResult]:
     """Images/s and ms per batch (inference and training step), parameters and GMACs per image."""

@@ -14,10 +14,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import yaml
-from safetensors.torch import load_file
 
 from pretrainlab.backbones import Backbone, create_backbone, load_backbone, load_weights_file
 from pretrainlab.errors import PretrainlabError
+from pretrainlab.safe_files import load_state_dict_file
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,9 @@ class TeacherParts:
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A safetensors file or a torch checkpoint (weights only, never pickle)."""
+    state = load_state_dict_file(path, "teacher weights")
     if path.suffix == ".safetensors":
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        return state
     return state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
 
 
@@ -67,7 +67,7 @@ def resolve_teacher(spec: str, weights: str, img_size: int, in_chans: int) -> Te
         backbone = create_backbone(spec.removeprefix("timm:"), img_size, in_chans)
         classifier = None
         if weights:
-            load_weights_file(backbone, Path(weights))
+            load_weights_file(backbone, Path(weights), "teacher weights")
             classifier = classifier_from_weights(backbone, read_state_dict(Path(weights)))
         else:
             log.warning("teacher %s has no teacher_weights: distilling a randomly initialised network", spec)

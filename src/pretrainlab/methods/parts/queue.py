@@ -35,6 +35,10 @@ class MemoryQueue(nn.Module):
         self.pointer.copy_((self.pointer + count) % size)
         self.filled.copy_(torch.clamp(self.filled + count, max=size))
 
+    def full(self) -> bool:
+        """Every slot has been written at least once (the initial random rows are all gone)."""
+        return int(self.filled) >= self.items.shape[0]
+
     def valid(self) -> torch.Tensor:
         """The stored embeddings that have been written at least once: (n, dim)."""
         return self.items if int(self.filled) >= self.items.shape[0] else self.items[: int(self.filled)]

@@ -14,7 +14,7 @@ import torch
 
 from pretrainlab.atomic import atomic_path
 from pretrainlab.backbones.vit_parts import patchify, unpatchify
-from pretrainlab.data.views import to_float
+from pretrainlab.data.views import resize_for_eval
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +59,14 @@ def save_reconstruction_grid(method: torch.nn.Module, images_uint8: np.ndarray, 
     """Saves `method.reconstruction_grid` of the first `count` images as a PNG; False when it reconstructs nothing.
 
     Args:
-        images_uint8: (N, H, W, C) training images; the first `count` are shown, always the same ones.
+        images_uint8: (N, H, W, C) training images; the first `count` are shown, always the same ones, resized
+            (whole, antialiased) to the training size `method.context.img_size`: a method's masks, position
+            embeddings and decoders are made for that size, which may differ from the stored images' size.
     """
     from torchvision.utils import save_image
 
-    images = to_float(torch.from_numpy(np.ascontiguousarray(images_uint8[:count])).to(device))
-    normalised = (images - method.mean.view(1, -1, 1, 1)) / method.std.view(1, -1, 1, 1)
+    images = torch.from_numpy(np.ascontiguousarray(images_uint8[:count])).to(device)
+    normalised = resize_for_eval(images, method.context.img_size, method.mean, method.std)  # (B, C, S, S)
     generator = torch.Generator(device=device).manual_seed(seed)
     was_training = method.training
     method.eval()
@@ -75,6 +77,6 @@ def save_reconstruction_grid(method: torch.nn.Module, images_uint8: np.ndarray, 
     if grid is None:
         return False
     with atomic_path(Path(path)) as tmp:
-        save_image(grid.float().cpu(), str(tmp), nrow=len(images), padding=1, format="png")
+        save_image(grid.float().cpu(), str(tmp), nrow=len(normalised), padding=1, format="png")
     log.info("reconstructions saved to %s", path)
     return True
