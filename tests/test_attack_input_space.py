@@ -128,6 +128,12 @@ def unlabeled_npz(tmp_path):
     (["--defence", "shield"], "unknown defence"),
     (["--head", "mlp"], "unknown head"),
     (["--option", "steps=0"], "at least 1"),
+    (["--option", "stepz=20"], "did you mean 'steps'"),
+    (["--option", "adv_steps=many"], "adv_steps must be a whole number"),
+    (["--option", "feature_pairs=1.5"], "feature_pairs must be a whole number"),
+    (["--option", "universal_eps=2"], "outside [0, 1]"),
+    (["--option", "fooling_threshold=1.5"], "0 < threshold < 1"),
+    (["--option", "adv_method=fgsm"], "unknown adversarial training method"),
 ])
 def test_bad_input_exits_2_with_one_line(extra: list[str], message: str, capsys) -> None:
     code = main(["attack", "timm:tinycnn", "--data", "builtin", "--no-store", *extra])

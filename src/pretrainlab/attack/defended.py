@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -17,8 +16,8 @@ from pretrainlab.attack.defences.fusion import fusion_subject
 from pretrainlab.attack.defences.raw_isp import IspTraining, RawCapture, RawDefence, SensorModel, psnr, train_isp
 from pretrainlab.attack.evaluation import run_input_space, test_images
 from pretrainlab.attack.figures import ImageRow, save_rows
-from pretrainlab.attack.input_space import parse_eps
 from pretrainlab.attack.model import AttackedModel, AttackSubject, build_subject, pixels
+from pretrainlab.attack.options import adversarial_training_config, typed
 from pretrainlab.attack.plan import AttackPlan, AttackReport, Recording, input_space_run, safe_name
 from pretrainlab.data import ImageSource
 from pretrainlab.eval.record import EvalResult
@@ -40,14 +39,6 @@ def attack_undefended(target: EvalTarget, source: ImageSource, plan: AttackPlan,
     run = input_space_run(plan, HEAD_PROTOCOLS[head], {"split": source.split_note, "defence": "none"})
     record(run_input_space(subject, images, labels, run, source.spec, target.label, figures, plan.show_progress),
            plan.seed)
-
-
-def adversarial_training_config(options: dict[str, Any]) -> AdversarialTraining:
-    values = {"method": options.get("adv_method", "pgd"), "eps": parse_eps(str(options.get("adv_eps", "8/255")))}
-    for key, kind in (("steps", int), ("beta", float), ("step_factor", float)):
-        if options.get(f"adv_{key}") is not None:
-            values[key] = kind(options[f"adv_{key}"])
-    return AdversarialTraining(**values)
 
 
 def default_adversarial_out(target: EvalTarget, config: AdversarialTraining, store: Path | None) -> Path:
@@ -89,11 +80,11 @@ def defend_by_raw_isp(target: EvalTarget, source: ImageSource, plan: AttackPlan,
                       record: Recording, figures: Path) -> None:
     """Trains the ISP on clean training images, puts RAW capture + ISP in front of the model, attacks adaptively."""
     options = plan.options
-    sensor = SensorModel(float(options.get("raw_shot", 0.002)), float(options.get("raw_read", 0.0001)))
+    sensor = SensorModel(typed(options, "raw_shot", 0.002), typed(options, "raw_read", 0.0001))
     subject = build_subject(target, source, device, plan.head, options, plan.seed)
     capture = RawCapture(sensor, "bpda").to(device)
     isp = train_isp(source.train.images, lambda images: pixels(target, images), target.in_chans, capture,
-                    IspTraining(steps=int(options.get("raw_isp_steps", 600))), device, plan.seed, plan.show_progress)
+                    IspTraining(steps=typed(options, "raw_isp_steps", 600)), device, plan.seed, plan.show_progress)
     images, labels, _ = test_images(target, source.test, plan.max_test)
     with torch.no_grad():
         round_trip = torch.cat([isp(capture(images[start : start + 256].to(device))).cpu()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -21,11 +20,12 @@ from pretrainlab.attack.feature_space import (
 )
 from pretrainlab.attack.figures import MAGNIFY, ImageRow, magnified, save_rows
 from pretrainlab.attack.fooling import METHODS as FOOLING_METHODS
-from pretrainlab.attack.fooling import FoolingSettings, fooling_images
-from pretrainlab.attack.input_space import eps_label, parse_eps
+from pretrainlab.attack.fooling import fooling_images
+from pretrainlab.attack.input_space import eps_label
 from pretrainlab.attack.model import build_subject, predict, probe_subject
+from pretrainlab.attack.options import fooling_settings, typed, universal_settings
 from pretrainlab.attack.plan import AttackPlan, Recording, listed
-from pretrainlab.attack.universal import FeatureModel, UniversalSettings, train_universal
+from pretrainlab.attack.universal import FeatureModel, train_universal
 from pretrainlab.attack.universal_heads import (
     build_downstreams,
     universal_figure_rows,
@@ -39,28 +39,16 @@ from pretrainlab.eval.record import EvalResult
 from pretrainlab.eval.target import EvalTarget
 
 
-def universal_settings(plan: AttackPlan) -> UniversalSettings:
-    """AdvEncoder's settings from options universal_eps (default: the largest --eps), universal_steps, ..."""
-    options = plan.options
-    eps = parse_eps(str(options["universal_eps"])) if "universal_eps" in options else max(plan.eps)
-    values: dict[str, Any] = {"eps": eps}
-    for key, kind in (("patch_fraction", float), ("steps", int), ("batch_size", int), ("lr", float),
-                      ("alpha", float), ("radius", float)):
-        if options.get(f"universal_{key}") is not None:
-            values[key] = kind(options[f"universal_{key}"])
-    return UniversalSettings(**values)
-
-
 def attack_universal(target: EvalTarget, source: ImageSource, plan: AttackPlan, device: torch.device,
                      record: Recording, figures: Path) -> None:
     """AdvEncoder from the encoder and unlabeled surrogate images; fooling rates on heads it never saw."""
     from pretrainlab.pipeline import seeded_target
 
-    settings, options = universal_settings(plan), plan.options
+    settings, options = universal_settings(plan.options, plan.eps), plan.options
     surrogate = load_source(str(options["surrogate"])) if options.get("surrogate") else source
     mean, std = normalisation(target, source.train.images)
     encoder = FeatureModel(target.backbone, mean, std).to(device)
-    surrogate_pixels = universal_pixels(target, surrogate, int(options.get("universal_images", 2000)))
+    surrogate_pixels = universal_pixels(target, surrogate, typed(options, "universal_images", 2000))
     attack = train_universal(encoder, surrogate_pixels, settings, plan.seed, plan.show_progress)
     other = load_source(str(options["other_data"])) if options.get("other_data") else None
     if other is not None:
@@ -87,8 +75,8 @@ def attack_feature_space(target: EvalTarget, source: ImageSource, plan: AttackPl
     subject = probe_subject(target, source, device, plan.seed)
     images, labels, _ = test_images(target, source.test, plan.max_test)
     layer = resolve_layer(str(options.get("feature_layer", "-1")), encoder.layer_names(images.to(device)))
-    sources, targets = target_pairs(labels, int(options.get("feature_pairs", 100)), plan.seed)
-    steps = int(options.get("feature_steps", 20))
+    sources, targets = target_pairs(labels, typed(options, "feature_pairs", 100), plan.seed)
+    steps = typed(options, "feature_steps", 20)
     settings = {"steps": steps, "probe": "linear", **subject.head_settings, "split": source.split_note,
                 "seed": plan.seed}
     for eps in plan.eps:
@@ -107,16 +95,6 @@ def attack_feature_space(target: EvalTarget, source: ImageSource, plan: AttackPl
             ImageRow("target", images[targets][:count], [f"class {int(c)}" for c in labels[targets][:count]])]
     save_rows(figures / f"feature_{layer}.png", rows, f"{target.label} | feature-space attack towards the target at "
               f"{layer} | probe predictions (black = target class reached)")
-
-
-def fooling_settings(options: dict[str, Any]) -> FoolingSettings:
-    values: dict[str, Any] = {}
-    for key, kind in (("threshold", float), ("gradient_steps", int), ("gradient_step", float),
-                      ("gradient_restarts", int), ("generations", int), ("population", int),
-                      ("mutation_rate", float), ("pixel_noise", float), ("weight_noise", float)):
-        if options.get(f"fooling_{key}") is not None:
-            values[key] = kind(options[f"fooling_{key}"])
-    return FoolingSettings(**values)
 
 
 def attack_fooling(target: EvalTarget, source: ImageSource, plan: AttackPlan, device: torch.device,

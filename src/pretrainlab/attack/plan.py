@@ -17,6 +17,7 @@ from pretrainlab.attack.evaluation import DEFAULT_MAX_TEST, InputSpaceRun
 from pretrainlab.attack.fooling import METHODS as FOOLING_METHODS
 from pretrainlab.attack.input_space import ATTACKS, AttackSettings, check_attack, parse_eps
 from pretrainlab.attack.model import HEADS
+from pretrainlab.attack.options import check_attack_options
 from pretrainlab.errors import PretrainlabError, unknown_name_message
 from pretrainlab.eval.record import EvalResult
 from pretrainlab.eval.target import EvalTarget
@@ -80,7 +81,7 @@ def make_plan(attacks: list[str], eps: list[str], norm: str = "linf", defences: 
     parsed = [parse_defence(text) for text in (defences or ["none"])]
     if head != "linear" and any(kind == "fusion" for kind, _ in parsed):
         raise PretrainlabError(f"defence fusion fits one linear probe on the fused features; drop --head {head}")
-    AttackSettings.from_options(options or {})  # bad settings fail here, before any work
+    check_attack_options(options or {}, budgets)  # bad keys, values and settings fail here, before any work
     check_listed(options or {}, "universal_heads", ("knn", "linear", "finetune"))
     check_listed(options or {}, "fooling_methods", FOOLING_METHODS)
     if max_test is not None and max_test < 1:
