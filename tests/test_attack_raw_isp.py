@@ -1,5 +1,6 @@
 """The RAW defence: the clean round trip stays close (PSNR), the ISP is trained on clean images only and never
-changes afterwards, BPDA passes gradients through the quantiser that an exact gradient would zero."""
+changes afterwards, BPDA passes gradients through the quantiser that an exact gradient would zero, and through
+the whole pre-processing as the identity."""
 
 from __future__ import annotations
 
@@ -72,6 +73,11 @@ def test_bpda_passes_gradients_through_the_quantiser_that_exact_rounding_zeroes(
         RawDefence(RawCapture(gradient=mode), isp)(x).sum().backward()
         gradients[mode] = x.grad
     assert gradients["bpda"].abs().sum() > 0 and gradients["exact"].abs().sum() == 0
+    x = images[:4].clone().requires_grad_(True)
+    identity = RawDefence(RawCapture(), isp, "identity")
+    restored = identity(x)
+    restored.sum().backward()  # BPDA of the whole pre-processing: forward the defence, backward the identity
+    assert torch.equal(x.grad, torch.ones_like(x)) and not torch.allclose(restored, x, atol=1e-3)
 
 
 def test_bayer_sites_and_adaptive_attack_choice() -> None:
@@ -90,6 +96,7 @@ def test_cli_raw_defence_rows_name_their_adaptive_attack(tmp_path, capsys) -> No
                  "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0
-    for metric in ("psnr_clean_round_trip", "top1@clean", "bpda_eot_pgd_linf@8/255", "exact_grad_pgd_linf@8/255"):
+    for metric in ("psnr_clean_round_trip", "top1@clean", "bpda_eot_pgd_linf@8/255", "bpda_identity_eot_pgd_linf@8/255",
+                   "exact_grad_pgd_linf@8/255"):
         assert f"defended_raw_isp       {metric}" in out, out
     assert (tmp_path / "raw_isp_round_trip.png").is_file()

@@ -98,17 +98,22 @@ def defend_by_raw_isp(target: EvalTarget, source: ImageSource, plan: AttackPlan,
         ImageRow("clean", images[:10]), ImageRow("simulated RAW (mosaic)", capture(images[:10].to(device)).cpu()),
         ImageRow("ISP output", round_trip[:10])], f"{target.label} | RAW defence round trip | {source.spec}")
     subject.model.preprocess = RawDefence(capture, isp)
-    runs = [input_space_run(plan, protocol, extra, "bpda_", adaptive_attacks(plan.input_attacks, plan.norm))]
-    naive = AttackedModel(subject.model.classifier, subject.model.mean.flatten(), subject.model.std.flatten(),
-                          RawDefence(RawCapture(sensor, "exact").to(device), isp)).to(device).eval()
-    for run in runs:
-        record(run_input_space(subject, images, labels, run, source.spec, target.label, figures, plan.show_progress),
+    record(run_input_space(subject, images, labels, input_space_run(
+        plan, protocol, extra, "bpda_", adaptive_attacks(plan.input_attacks, plan.norm)), source.spec, target.label,
+        figures, plan.show_progress), plan.seed)
+    # Two more rows with PGD's adaptive version only: BPDA of the whole pre-processing as the identity, and a naive
+    # exact gradient (rounding's zero gradient, no EOT) that shows what a weak attack would claim.
+    for prefix, defence, note in (
+            ("bpda_identity_", RawDefence(capture, isp, "identity"), "BPDA: the whole RAW + ISP as the identity"),
+            ("exact_grad_", RawDefence(RawCapture(sensor, "exact").to(device), isp),
+             "naive: rounding's zero gradient")):
+        model = AttackedModel(subject.model.classifier, subject.model.mean.flatten(), subject.model.std.flatten(),
+                              defence).to(device).eval()
+        attacks = adaptive_attacks(["pgd"], plan.norm) if prefix == "bpda_identity_" else ["pgd"]
+        run = input_space_run(plan, protocol, {**extra, "note": note}, prefix, attacks)
+        record(run_input_space(AttackSubject(model, subject.num_classes, subject.head, subject.head_settings),
+                               images, labels, run, source.spec, target.label, figures, plan.show_progress)[1:],
                plan.seed)
-    naive_subject = AttackSubject(naive, subject.num_classes, subject.head, subject.head_settings)
-    naive_run = input_space_run(plan, protocol, {**extra, "note": "naive: rounding's zero gradient, no EOT"},
-                                "exact_grad_", ["pgd"])
-    record(run_input_space(naive_subject, images, labels, naive_run, source.spec, target.label, figures,
-                           plan.show_progress)[1:], plan.seed)
 
 
 def defend_by_fusion(target: EvalTarget, source: ImageSource, plan: AttackPlan, device: torch.device,

@@ -105,15 +105,31 @@ class SmallISP(nn.Module):
         return torch.sigmoid(self.body(torch.cat([mosaic, mosaic * sites], dim=1)))
 
 
-class RawDefence(nn.Module):
-    """Pixels -> simulated RAW capture -> the trained ISP -> pixels; the ISP's weights are frozen."""
+BACKWARDS = ("through", "identity")
 
-    def __init__(self, capture: RawCapture, isp: SmallISP) -> None:
+
+class RawDefence(nn.Module):
+    """Pixels -> simulated RAW capture -> the trained ISP -> pixels; the ISP's weights are frozen.
+
+    Args:
+        backward: "through" differentiates the capture and the ISP (the quantiser as the capture says);
+            "identity" is BPDA of the whole preprocessing as the identity (Athalye et al., "Obfuscated Gradients
+            Give a False Sense of Security", arXiv 1802.00420, section 4.1: g(x) ~ x), which an attacker tries
+            when the gradient through the pre-processing itself is small or misleading (the sRGB-to-linear
+            curve is flat near black, where Fashion-MNIST's background lies).
+    """
+
+    def __init__(self, capture: RawCapture, isp: SmallISP, backward: str = "through") -> None:
         super().__init__()
-        self.capture, self.isp = capture, isp.requires_grad_(False).eval()
+        if backward not in BACKWARDS:
+            raise PretrainlabError(f"unknown RAW defence backward '{backward}'; valid: {', '.join(BACKWARDS)}")
+        self.capture, self.isp, self.backward = capture, isp.requires_grad_(False).eval(), backward
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.isp(self.capture(pixels))
+        restored = self.isp(self.capture(pixels))
+        if self.backward == "identity":
+            return pixels + (restored - pixels).detach()  # forward: the defence; backward: the identity
+        return restored
 
     def train(self, mode: bool = True) -> RawDefence:
         """The ISP stays in eval mode whatever the attacked model's mode: it is never trained here."""
