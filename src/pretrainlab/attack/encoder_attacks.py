@@ -120,7 +120,7 @@ def attack_fooling(target: EvalTarget, source: ImageSource, plan: AttackPlan, de
                     EvalResult("fooling_images", source.spec, f"classes_reached@{result.method}", float(reached),
                                result.seconds, higher_is_better=False, backbone=target.label,
                                settings={**common, "threshold": settings.threshold})]
-        rows.append(ImageRow(result.method, result.images, [f"{name[:9]} {value:.1%}" for name, value in
+        rows.append(ImageRow(result.method, result.images, [f"{name[:9]} {100 * value:.2f}%" for name, value in
                                                             zip(names, confidences, strict=False)],
                              result.confidences < settings.threshold))
     record(records, plan.seed)
