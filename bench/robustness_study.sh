@@ -41,7 +41,8 @@ run simclr-adv-trades "$OUT/simclr-fm" --defence adv_finetune --option adv_metho
   --option adv_out="$OUT/simclr-fm-adv-trades" --attack pgd,apgd_dlr $EPS --option steps=20
 run adv-pgd-autoattack "$OUT/simclr-fm-adv-pgd" --head own --attack autoattack --eps 8/255 --option steps=20
 # Defence (b): RAW + ISP (400 ISP steps on clean training images); pgd and apgd_dlr become their adaptive versions
-# (BPDA + EOT-PGD, AutoAttack-rand) and a naive exact-gradient PGD row; 10 steps and 5 EOT samples for the CPU.
+# (BPDA + EOT-PGD, AutoAttack-rand), a BPDA-identity EOT-PGD row and a naive exact-gradient PGD row; 10 steps and
+# 5 EOT samples for the CPU. (In the recorded study the identity row came from a second run with --attack pgd.)
 run raw-simclr "$OUT/simclr-fm" --defence raw_isp --attack pgd,apgd_dlr $EPS --option steps=10 --option eot_samples=5 \
   --option raw_isp_steps=400
 # Defence (c): contextual fusion of the Fashion-MNIST SimCLR backbone and the digits SimCLR backbone.
@@ -52,4 +53,8 @@ run universal-simclr "$OUT/simclr-fm" --attack universal --eps 8/255 --option un
   --option other_data=builtin --option transfer="$OUT/supervised-fm"
 run feature-simclr "$OUT/simclr-fm" --attack feature --eps 4/255,8/255,16/255 --option feature_pairs=100
 run fooling-simclr "$OUT/simclr-fm" --attack fooling --option fooling_generations=300
+run feature-pooled "$OUT/simclr-fm" --attack feature --eps 4/255,8/255,16/255 --option feature_pairs=100 \
+  --option feature_layer=pooled
+run feature-pooled-100 "$OUT/simclr-fm" --attack feature --eps 8/255,16/255 --option feature_pairs=100 \
+  --option feature_layer=pooled --option feature_steps=100
 python -m pretrainlab compare --store "$OUT/robustness.db" --format markdown
