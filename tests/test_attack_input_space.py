@@ -129,6 +129,7 @@ def unlabeled_npz(tmp_path):
     (["--head", "mlp"], "unknown head"),
     (["--option", "steps=0"], "at least 1"),
     (["--option", "stepz=20"], "did you mean 'steps'"),
+    (["--option", "steps=1.5"], "steps must be a whole number"),
     (["--option", "adv_steps=many"], "adv_steps must be a whole number"),
     (["--option", "feature_pairs=1.5"], "feature_pairs must be a whole number"),
     (["--option", "universal_eps=2"], "outside [0, 1]"),
@@ -148,5 +149,8 @@ def test_unlabeled_data_is_refused_with_one_line(unlabeled_npz, capsys) -> None:
 
 
 def test_settings_reject_a_bad_option() -> None:
-    with pytest.raises(PretrainlabError, match="must be a number"):
+    with pytest.raises(PretrainlabError, match="steps must be a whole number"):
         AttackSettings.from_options({"steps": "many"})
+    with pytest.raises(PretrainlabError, match="step_factor must be a number"):
+        AttackSettings.from_options({"step_factor": "big"})
+    assert AttackSettings.from_options({"steps": "3", "step_factor": 2}) == AttackSettings(steps=3, step_factor=2.0)

@@ -67,11 +67,15 @@ class AttackSettings:
         values = {}
         for item in fields(cls):
             if options.get(item.name) is not None:
-                kind = int if item.type in ("int", int) else float
+                whole = item.type in ("int", int)
                 try:
-                    values[item.name] = kind(options[item.name])
+                    number = float(options[item.name])
+                    if whole and not number.is_integer():  # int(1.5) would run 1 step silently
+                        raise ValueError(number)
                 except (TypeError, ValueError):
-                    raise PretrainlabError(f"option {item.name} must be a number, got {options[item.name]!r}") from None
+                    raise PretrainlabError(f"option {item.name} must be {'a whole number' if whole else 'a number'}, "
+                                           f"got {options[item.name]!r}") from None
+                values[item.name] = int(number) if whole else number
         return cls(**values)
 
     def alpha(self, eps: float) -> float:
