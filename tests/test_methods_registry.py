@@ -12,10 +12,14 @@ from PIL import Image
 
 from pretrainlab.backbones import create_backbone
 from pretrainlab.config import build_config
+from pretrainlab.data.captions import CAPTION_COUNTS, CAPTIONS, encode_captions
 from pretrainlab.methods import METHODS, MethodContext
 from pretrainlab.methods.parts.reconstruction import save_reconstruction_grid
 
 GRID_IMAGES = 4
+
+# Image-text methods get two captions per image (drawn from a small vocabulary) with every batch.
+EXAMPLE_CAPTIONS = [[f"a {i % 10} above a {(i * 3) % 10}", f"{i % 4} objects"] for i in range(16)]
 
 
 def tiny_method(name: str, in_chans: int = 3, num_classes: int = 10):
@@ -24,7 +28,8 @@ def tiny_method(name: str, in_chans: int = 3, num_classes: int = 10):
     backbone = create_backbone(backbone_name, 32, in_chans)
     config = build_config(method_class.config_class, dict(method_class.example_options), name)
     context = MethodContext(img_size=32, in_chans=in_chans, mean=(0.5,) * in_chans, std=(0.25,) * in_chans,
-                            num_classes=num_classes, dataset_size=64)
+                            num_classes=num_classes, dataset_size=64,
+                            captions=tuple(c for pair in EXAMPLE_CAPTIONS for c in pair))
     return method_class(backbone, config, context)
 
 
@@ -40,6 +45,9 @@ def test_method_gives_finite_loss_and_backbone_gradient(name: str, in_chans: int
     generator = torch.Generator().manual_seed(0)
     for step in range(2):  # a second step exercises queues, momentum and EMA state after an update
         batch = method.prepare_batch(images, labels, generator)
+        if method.needs_captions:
+            captions, counts = encode_captions(EXAMPLE_CAPTIONS)
+            batch.extra.update({CAPTIONS: torch.from_numpy(captions), CAPTION_COUNTS: torch.from_numpy(counts)})
         outputs = method(batch)
         loss = outputs["loss"]
         assert loss.ndim == 0 and torch.isfinite(loss), f"{name}: loss {loss}"

@@ -12,6 +12,7 @@ from typing import Any
 from pretrainlab.allocator import keep_freed_memory
 from pretrainlab.cli_attack import add_attack_commands
 from pretrainlab.cli_results import add_results_commands, add_store_flag, positive_int
+from pretrainlab.cli_text import add_text_commands
 from pretrainlab.errors import PretrainlabError
 
 EXIT_USAGE = 2
@@ -192,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_results_commands(commands)  # gauntlet, compare, store rebuild, report
     add_attack_commands(commands)  # attack
+    add_text_commands(commands)  # curate, describe-neurons
 
     listing = commands.add_parser("list", help="list methods, backbones, datasets or protocols")
     listing.add_argument("what", choices=["methods", "backbones", "datasets", "protocols"])

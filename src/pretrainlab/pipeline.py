@@ -17,9 +17,10 @@ import torch
 import yaml
 
 import pretrainlab
-from pretrainlab.backbones import Backbone, create_backbone
+from pretrainlab.backbones import Backbone, create_backbone, save_backbone
 from pretrainlab.config import build_config
 from pretrainlab.data import ImageSource, load_source
+from pretrainlab.data.captions import caption_texts
 from pretrainlab.data.subsets import limit_source
 from pretrainlab.distributed import is_distributed, rank, world_size
 from pretrainlab.errors import PretrainlabError
@@ -127,7 +128,8 @@ def build_run_config(method: str, overrides: dict[str, Any], train_overrides: di
 def method_context(source: ImageSource, img_size: int) -> MethodContext:
     mean, std = source.channel_stats()
     return MethodContext(img_size=img_size, in_chans=source.channels, mean=tuple(mean), std=tuple(std),
-                         num_classes=source.num_classes, dataset_size=len(source.train))
+                         num_classes=source.num_classes, dataset_size=len(source.train),
+                         captions=caption_texts(source.train))
 
 
 def knn_monitor(source: ImageSource, context: MethodContext, device: torch.device):  # noqa: ANN201
@@ -186,8 +188,35 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
     summary = trainer.fit(resume=resume)
     if rank() == 0:  # input / masked / reconstructed rows, for methods that reconstruct pixels
         save_reconstruction_grid(method, source.train.images, run_dir / "reconstructions.png", device)
+        method.save_artifacts(run_dir)  # e.g. CLIP's text tower beside backbone.safetensors
     summary.update({"run_dir": str(run_dir), "method": config.method, "backbone": config.backbone})
     return summary
+
+
+def untrained_run(config: RunConfig, source: ImageSource | None = None) -> Path:
+    """Writes `config`'s run folder as it stands before the first step: the same seed's random init, exported.
+
+    The fair random baseline of methods whose evaluation needs more than the backbone (CLIP's text tower
+    and projections): a `timm:NAME` baseline has no text side. Nothing is trained; no checkpoint is written.
+    """
+    run_dir = Path(config.out)
+    check_new_run_folder(run_dir)
+    source = limit_source(source or load_source(config.data, image_size=config.img_size), config.max_train)
+    img_size = config.img_size or source.image_size[0]
+    context = method_context(source, img_size)
+    torch.manual_seed(config.train.seed)  # the initial weights pretrain() starts from
+    backbone = create_backbone(config.backbone, img_size, source.channels)
+    method_class = METHODS.get(config.method)
+    method = method_class(backbone, build_config(method_class.config_class, config.method_options, config.method),
+                          context)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_config(run_dir, config, {"img_size": img_size, "in_chans": source.channels, "mean": list(context.mean),
+                                   "std": list(context.std), "num_classes": source.num_classes,
+                                   "train_images": len(source.train), "split": source.split_note, "untrained": True,
+                                   "pretrainlab": pretrainlab.__version__, "torch": str(torch.__version__)})
+    save_backbone(method.backbone, run_dir / "backbone.safetensors")
+    method.save_artifacts(run_dir)
+    return run_dir
 
 
 def evaluate_backbone(spec: str, data: str, protocols: list[str], device: str = "auto",

@@ -6,7 +6,8 @@ split into a 2x2 grid; 2 to 4 objects go into distinct cells, each shifted by up
 The mask labels every object pixel brighter than `OBJECT_THRESHOLD` with the object's class + 1, the
 rest 0 (background); where shifted objects overlap, the later one covers the earlier one where it is
 bright. `multilabels` (N, K) records which classes each canvas shows, for the multi-label protocol.
-Canvases have no single label.
+Canvases have no single label. `extras["cells"]` (N, 4) records the class + 1 of the object in each grid
+cell (row-major: top left, top right, bottom left, bottom right; 0 = empty), for generated captions.
 
 N training canvases (default 2,000) are composed from the source's training images only, N/4 test
 canvases from its test images only, all drawn with a fixed seed, so every backbone sees the same task
@@ -25,6 +26,7 @@ COMPOSE_SEED = 0
 OBJECT_THRESHOLD = 32  # uint8 brightness above which a pixel belongs to its object (~12 % of full scale)
 OBJECTS_PER_CANVAS = (2, 4)  # inclusive range
 GRID = 2  # cells per side
+CELLS = "cells"  # ImageSet.extras key: (N, GRID * GRID) uint8, class + 1 of each cell's object, 0 = empty
 
 
 def parse_argument(argument: str) -> tuple[str, int]:
@@ -48,9 +50,12 @@ def paste(canvas: np.ndarray, mask: np.ndarray, image: np.ndarray, class_id: int
     mask[top : top + height, left : left + width][bright] = class_id
 
 
-def compose_canvases(images: np.ndarray, labels: np.ndarray, count: int, rng: np.random.Generator
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """`count` canvases (count, 2h, 2w, C) and masks (count, 2h, 2w) from objects (M, h, w, C) with labels (M,)."""
+def compose_canvases(images: np.ndarray, labels: np.ndarray, count: int, rng: np.random.Generator,
+                     cells_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`count` canvases (count, 2h, 2w, C) and masks (count, 2h, 2w) from objects (M, h, w, C) with labels (M,).
+
+    `cells_out` (count, GRID * GRID), when given, receives the class + 1 placed in each cell (0: empty).
+    """
     _, height, width, channels = images.shape
     canvases = np.zeros((count, GRID * height, GRID * width, channels), dtype=np.uint8)
     masks = np.zeros((count, GRID * height, GRID * width), dtype=np.uint8)
@@ -64,6 +69,8 @@ def compose_canvases(images: np.ndarray, labels: np.ndarray, count: int, rng: np
             top = int(np.clip((cell // GRID) * height + shift_y, 0, (GRID - 1) * height))
             left = int(np.clip((cell % GRID) * width + shift_x, 0, (GRID - 1) * width))
             paste(canvases[index], masks[index], images[chosen], int(labels[chosen]) + 1, top, left)
+            if cells_out is not None:
+                cells_out[index, cell] = int(labels[chosen]) + 1
     return canvases, masks
 
 
@@ -82,8 +89,10 @@ def compose_source(objects: ImageSource, count: int) -> ImageSource:
     rng = np.random.default_rng(COMPOSE_SEED)
     splits = []
     for images, canvases in ((objects.train, count), (objects.test, max(1, count // 4))):
-        composed, masks = compose_canvases(images.images, images.labels, canvases, rng)
-        splits.append(ImageSet(composed, masks=masks, multilabels=present_classes(masks, num_classes)))
+        cells = np.zeros((canvases, GRID * GRID), dtype=np.uint8)
+        composed, masks = compose_canvases(images.images, images.labels, canvases, rng, cells)
+        splits.append(ImageSet(composed, masks=masks, multilabels=present_classes(masks, num_classes),
+                               extras={CELLS: cells}))
     return ImageSource(f"composed:{objects.spec}:{count}", splits[0], splits[1], classes=list(names),
                        split_note=f"canvases from the objects' own train/test split ({objects.split_note}), "
                                   f"seed {COMPOSE_SEED}",

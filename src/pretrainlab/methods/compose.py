@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -66,6 +67,7 @@ def composed_method_class(name: str) -> type[Method]:
     attributes = {
         "name": name, "members": tuple(members), "config_class": composition_config_class(members),
         "needs_labels": any(c.needs_labels for c in classes), "needs_tokens": any(c.needs_tokens for c in classes),
+        "needs_captions": any(c.needs_captions for c in classes),
         "example_options": {m: dict(c.example_options) for m, c in zip(members, classes, strict=True)},
     }
     return type(f"Composed[{'+'.join(members)}]", (ComposedMethod,), attributes)
@@ -123,6 +125,10 @@ class ComposedMethod(Method):
     def on_step_end(self, step: int, total_steps: int) -> None:
         for method in self.member_methods.values():
             method.on_step_end(step, total_steps)
+
+    def save_artifacts(self, run_dir: Path) -> None:
+        for method in self.member_methods.values():
+            method.save_artifacts(run_dir)
 
     def reconstruction_grid(self, images: torch.Tensor,
                             generator: torch.Generator | None = None) -> torch.Tensor | None:
