@@ -30,6 +30,7 @@ from pretrainlab.eval.gauntlet import GauntletOutcome, plan_protocols, run_gaunt
 from pretrainlab.eval.knn import as_labels, knn_accuracy
 from pretrainlab.eval.protocols import PROTOCOLS, check_options
 from pretrainlab.methods import METHODS, MethodContext
+from pretrainlab.methods.parts.mirroring import adapt_mirroring
 from pretrainlab.methods.parts.reconstruction import save_reconstruction_grid
 from pretrainlab.report import write_run_report
 from pretrainlab.store import DEFAULT_STORE, EvaluationRecorder, ResultsStore, file_fingerprint
@@ -169,6 +170,7 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
     backbone = create_backbone(config.backbone, img_size, source.channels)
     method_class = METHODS.get(config.method)
     method_config = build_config(method_class.config_class, config.method_options, config.method)
+    method_config, adapted = adapt_mirroring(method_config, config.method_options, source.mirror_invariant)
     try:
         method = method_class(backbone, method_config, context).to(device)
     except ValueError as error:  # losses and heads raise ValueError for out-of-range hyperparameters
@@ -181,6 +183,8 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
             "img_size": img_size, "in_chans": source.channels, "mean": list(context.mean), "std": list(context.std),
             "num_classes": source.num_classes, "train_images": len(source.train), "split": source.split_note,
             "steps_per_epoch": trainer.plan.steps_per_epoch, "world_size": world_size(),
+            "warmup_epochs": config.train.resolved_warmup_epochs, "lr": config.train.scaled_lr,
+            "adapted_options": {**adapted, **({"reason": "the data is not mirror-invariant"} if adapted else {})},
             "pretrainlab": pretrainlab.__version__, "torch": str(torch.__version__),
         })
     if rank() == 0 and resume:

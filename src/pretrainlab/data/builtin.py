@@ -36,4 +36,4 @@ def load_builtin(argument: str, **_: object) -> ImageSource:
     with gzip.open(builtin_csv_path()) as handle:
         table = np.loadtxt(handle, delimiter=",", dtype=np.uint8)  # (5000, 785): 784 pixels, label
     images = table[:, :-1].reshape(-1, 28, 28, 1)
-    return ImageSource("builtin", ImageSet(images, table[:, -1]), classes=CLASSES)
+    return ImageSource("builtin", ImageSet(images, table[:, -1]), classes=CLASSES, mirror_invariant=False)

@@ -118,6 +118,9 @@ class ImageSource:
     split_note: str = "given"
     extra: dict = field(default_factory=dict)
     mask_classes: list[str] | None = None  # names of the mask ids (index = id), when the source has masks
+    # False where a mirrored image is not an image of the same class (digits, letters): methods then make
+    # their views without horizontal flips unless a flip probability is given (issue 9).
+    mirror_invariant: bool = True
 
     def __post_init__(self) -> None:
         if len(self.train) == 0:

@@ -43,5 +43,6 @@ def load_torchvision(argument: str, download: bool = False, **_: object) -> Imag
         raise PretrainlabError(f"torchvision {name} is not in {root} ({error}){hint}") from None
     classes = list(getattr(train, "classes", [])) or None
     return ImageSource(
-        f"torchvision:{argument}", _to_image_set(train, name), _to_image_set(test, name), classes=classes
+        f"torchvision:{argument}", _to_image_set(train, name), _to_image_set(test, name), classes=classes,
+        mirror_invariant=name != "MNIST",  # a mirrored digit is not a digit
     )

@@ -20,12 +20,15 @@ class TrainConfig:
             since a short run at eta 0.001 moves the weights by only lr * eta of their norm per step).
         lr: base learning rate for a batch of 256; scaled linearly with batch_size when lr_scaling is "linear".
         min_lr: learning rate at the end of the cosine decay.
-        warmup_epochs: linear warm-up length (fractions allowed).
+        warmup_epochs: linear warm-up length (fractions allowed); None (the default): a tenth of the run, at
+            most 10 epochs (SimCLR's 10 of 100). A fixed 10 epochs left a 4-epoch run in warm-up throughout,
+            at a tenth of its learning rate or less (issue 9).
         precision: fp32, bf16 (autocast) or fp16 (autocast with a gradient scaler).
         grad_clip: clip the gradient norm to this value (0: off).
         accumulate: split each batch into this many micro-batches, one optimiser step per batch.
         checkpoint_every: steps between checkpoints (0: once per epoch); one is always written at the end.
-        knn_every: run the online kNN monitor every this many epochs (0: off).
+        knn_every: run the online kNN monitor every this many epochs (0: off), and once on the untrained init
+            (epoch 0), so the curve starts at this run's own random-init baseline.
         stop_after: stop as if interrupted after this many steps (0: never); continue with resume.
         prefetch: batches a background thread reads ahead (GPU runs).
         channels_last: keep weights and views in NHWC memory order (faster convolutions on CPUs and GPUs).
@@ -40,7 +43,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     momentum: float = 0.9
     lars_trust: float = 0.001
-    warmup_epochs: float = 10.0
+    warmup_epochs: float | None = None
     precision: str = "fp32"
     grad_clip: float = 0.0
     accumulate: int = 1
@@ -66,8 +69,13 @@ class TrainConfig:
             raise PretrainlabError(f"lr_scaling must be 'linear' or 'none', got '{self.lr_scaling}'")
         if self.lars_trust <= 0:
             raise PretrainlabError(f"lars_trust must be > 0, got {self.lars_trust}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
+        if self.lr <= 0 or self.weight_decay < 0 or (self.warmup_epochs is not None and self.warmup_epochs < 0):
             raise PretrainlabError("lr must be > 0, weight_decay and warmup_epochs >= 0")
+
+    @property
+    def resolved_warmup_epochs(self) -> float:
+        """The warm-up actually used: `warmup_epochs`, or a tenth of the run (at most 10 epochs) when None."""
+        return self.warmup_epochs if self.warmup_epochs is not None else min(10.0, self.epochs / 10)
 
     @property
     def scaled_lr(self) -> float:

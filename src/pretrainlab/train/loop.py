@@ -79,7 +79,7 @@ class Trainer:
         self.show_progress = show_progress and self.is_main
         self.plan = BatchPlan(len(images), config.batch_size, config.seed, rank(), world_size())
         self.total_steps = self.plan.steps_per_epoch * config.epochs
-        self.warmup_steps = int(round(config.warmup_epochs * self.plan.steps_per_epoch))
+        self.warmup_steps = int(round(config.resolved_warmup_epochs * self.plan.steps_per_epoch))
         self.model: nn.Module = method
         if config.sync_batchnorm and is_distributed():
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(method)
@@ -159,6 +159,8 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict[str, Any]:
         start_step = self.restore() if resume else 0
+        if start_step == 0 and self.monitor and self.config.knn_every:
+            self._monitor(0, 0)  # the untrained init: the random baseline of this very run (issue 9)
         progress = Progress(step=start_step, window_start=time.perf_counter())
         check_every = 1 if self.device.type == "cpu" else self.config.log_every
         started = time.perf_counter()
@@ -203,12 +205,15 @@ class Trainer:
         epoch, within_epoch = divmod(step, steps_per_epoch)
         knn_due = self.config.knn_every and within_epoch == 0 and epoch % self.config.knn_every == 0
         if self.monitor and knn_due:
-            if self.is_main:
-                scalars = self.monitor(self.method.backbone, epoch)
-                append_metrics(self.run_dir, {"step": step, "epoch": epoch, **scalars})
-                self.method.train()
-            if is_distributed():
-                torch.distributed.barrier()
+            self._monitor(step, epoch)
+
+    def _monitor(self, step: int, epoch: int) -> None:
+        if self.is_main:
+            scalars = self.monitor(self.method.backbone, epoch)
+            append_metrics(self.run_dir, {"step": step, "epoch": epoch, **scalars})
+            self.method.train()
+        if is_distributed():
+            torch.distributed.barrier()
 
     def _check_finite(self, scalars: dict[str, torch.Tensor], step: int) -> None:
         loss = float(scalars["loss"])
