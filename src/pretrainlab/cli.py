@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pretrainlab.allocator import keep_freed_memory
+from pretrainlab.cli_attack import add_attack_commands
 from pretrainlab.cli_compress import add_compress_commands
 from pretrainlab.cli_explain import add_explain_commands
 from pretrainlab.cli_results import add_results_commands, add_store_flag, positive_int
@@ -212,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_scale_commands(commands)  # shard
     add_explain_commands(commands)  # explain
     add_compress_commands(commands)  # compress (PELA low-rank compression)
+    add_attack_commands(commands)  # attack
     add_text_commands(commands)  # curate, describe-neurons
 
     listing = commands.add_parser("list", help="list methods, backbones, datasets or protocols")
