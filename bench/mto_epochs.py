@@ -6,8 +6,11 @@ without MTO on the methods-table budget (the fixed 10,000-image Fashion-MNIST su
 MAE recipe with a 1-epoch warm-up, vit_nano_patch4) with the online kNN monitor after every epoch
 (TrainConfig.knn_every=1: cosine kNN on the subset's features, scored on the 10,000 test images), and
 reports how many epochs each needs to reach targets set by the plain run's final accuracy.
+`--method simmim` measures the same on SimMIM (MTO in its encoder, the SimMIM recipe); `--train-images`
+and `--epochs` shrink the budget (a stratified subset of the fixed subset, seed 0).
 
     python bench/mto_epochs.py --seeds 0 --mto 0.5     # run both arms for each seed (rows in bench/results/mto/)
+    python bench/mto_epochs.py --method simmim --seeds 0 --mto 0.5 --train-images 4000 --epochs 6
     python bench/mto_epochs.py --render                # write docs/mto.md from the stored rows
 """
 
@@ -26,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from methods_table import BATCH_SIZE, EPOCHS, ROOT, TRAIN_IMAGES, VIT_BACKBONE, load_data  # noqa: E402
 
 from pretrainlab.data.source import ImageSource  # noqa: E402
+from pretrainlab.data.splits import stratified_indices  # noqa: E402
 from pretrainlab.pipeline import build_run_config, pretrain  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "mto"
@@ -40,18 +44,36 @@ def knn_curve(run_dir: Path) -> tuple[list[float], int]:
     return [accuracy for _, accuracy, _ in monitored], int(monitored[-1][2])
 
 
-def run_arm(label: str, options: dict, subset: ImageSource, epochs: int, seed: int) -> dict:
-    out = ROOT / "runs" / "bench-mto" / f"{label}-seed{seed}"
+NAMES = {"mae": "MAE", "simmim": "SimMIM"}
+
+
+def row_name(method: str, label: str, seed: int) -> str:
+    """MAE's rows keep their first names (plain-seed0); other methods' rows carry the method."""
+    return f"{label}-seed{seed}" if method == "mae" else f"{method}-{label}-seed{seed}"
+
+
+def shrink(subset: ImageSource, train_images: int) -> ImageSource:
+    """A stratified `train_images`-image subset of the fixed subset (seed 0); the test split is unchanged."""
+    if train_images >= len(subset.train):
+        return subset
+    keep, _ = stratified_indices(subset.train.labels, 1 - train_images / len(subset.train), seed=0)
+    return ImageSource(subset.spec, subset.train.subset(keep), subset.test, subset.classes,
+                       split_note=f"stratified {len(keep)}-image pre-training subset, seed 0")
+
+
+def run_arm(method: str, label: str, options: dict, subset: ImageSource, epochs: int, seed: int) -> dict:
+    out = ROOT / "runs" / "bench-mto" / row_name(method, label, seed)
     if out.exists():
         shutil.rmtree(out)
     config = build_run_config(
-        "mae", {"backbone": VIT_BACKBONE, "data": subset.spec, "out": str(out)},
+        method, {"backbone": VIT_BACKBONE, "data": subset.spec, "out": str(out)},
         {"epochs": epochs, "batch_size": BATCH_SIZE, "warmup_epochs": 1.0, "knn_every": 1, "seed": seed}, options,
     )
     started = time.perf_counter()
     summary = pretrain(config, source=subset, show_progress=False)
     curve, k = knn_curve(out)
-    return {"arm": label, "options": options, "seed": seed, "epochs": epochs, "train_images": len(subset.train),
+    return {"method": method, "arm": label, "options": options, "seed": seed, "epochs": epochs,
+            "train_images": len(subset.train),
             "knn_by_epoch": curve, "knn_k": k, "final_loss": summary["final_loss"],
             "seconds_with_monitor": time.perf_counter() - started, "measured": time.strftime("%Y-%m-%d %H:%M")}
 
@@ -63,35 +85,43 @@ def epochs_to(curve: list[float], target: float) -> int | None:
 
 def render() -> None:
     rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
-    seeds = sorted({r["seed"] for r in rows})
     lines = []
-    for seed in seeds:
+    for method in NAMES:
+        lines += render_method(method, [r for r in rows if r.get("method", "mae") == method])
+    text = DOC.read_text() if DOC.exists() else "# Masked token optimisation\n\n<!-- results -->\n<!-- /results -->\n"
+    start, end = text.index("<!-- results -->"), text.index("<!-- /results -->")
+    header = (f"Fashion-MNIST (`../shared/data/fashion_mnist.npz`), {VIT_BACKBONE}, a fixed stratified subset (seed 0) "
+              f"of the training split, batch {BATCH_SIZE}, each method's recipe with a 1-epoch warm-up, 2 shared CPU "
+              "cores; online kNN (cosine, T=0.07) on the subset's features after every epoch, top-1 % on the 10,000 "
+              "test images. Produced by `python bench/mto_epochs.py --render`.\n\n")
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(text[: start + len("<!-- results -->")] + "\n" + header + "\n".join(lines) + "\n" + text[end:])
+
+
+def render_method(method: str, rows: list[dict]) -> list[str]:
+    """The per-epoch table and the epochs-to-target table of each seed with both arms."""
+    name, lines = NAMES[method], []
+    for seed in sorted({r["seed"] for r in rows}):
         arms = {r["arm"]: r for r in rows if r["seed"] == seed}
         if set(arms) != {"plain", "mto"}:
             continue
         plain, mto = arms["plain"], arms["mto"]
-        lines += [f"### seed {seed} (MTO options: {json.dumps(mto['options'])}, kNN k={plain['knn_k']})", "",
+        lines += [f"### {name}, seed {seed} ({plain['train_images']} images, MTO options: "
+                  f"{json.dumps(mto['options'])}, kNN k={plain['knn_k']})", "",
                   "| epoch | " + " | ".join(str(e) for e in range(1, plain["epochs"] + 1)) + " |",
                   "| --- |" + " --- |" * plain["epochs"]]
         for arm in (plain, mto):
-            lines.append(f"| MAE{' + MTO' if arm is mto else ''} | "
+            lines.append(f"| {name}{' + MTO' if arm is mto else ''} | "
                          + " | ".join(f"{a:.2f}" for a in arm["knn_by_epoch"]) + " |")
-        lines += ["", "| target kNN top-1 | epochs, MAE | epochs, MAE + MTO |", "| --- | --- | --- |"]
+        lines += ["", f"| target kNN top-1 | epochs, {name} | epochs, {name} + MTO |", "| --- | --- | --- |"]
         for share in TARGET_SHARES:
             target = share * plain["knn_by_epoch"][-1]
             found = [epochs_to(arm["knn_by_epoch"], target) for arm in (plain, mto)]
             shown = [str(e) if e is not None else f"not within {arm['epochs']}" for e, arm in zip(found, (plain, mto),
                                                                                                  strict=True)]
-            lines.append(f"| {target:.2f} ({share:.0%} of plain MAE's final) | {shown[0]} | {shown[1]} |")
+            lines.append(f"| {target:.2f} ({share:.0%} of plain {name}'s final) | {shown[0]} | {shown[1]} |")
         lines.append("")
-    text = DOC.read_text() if DOC.exists() else "# Masked token optimisation\n\n<!-- results -->\n<!-- /results -->\n"
-    start, end = text.index("<!-- results -->"), text.index("<!-- /results -->")
-    header = (f"Fashion-MNIST (`../shared/data/fashion_mnist.npz`), MAE on {VIT_BACKBONE}, the fixed stratified "
-              f"{TRAIN_IMAGES}-image subset, batch {BATCH_SIZE}, the MAE recipe with a 1-epoch warm-up, 2 shared CPU "
-              "cores; online kNN (cosine, T=0.07) on the subset's features after every epoch, top-1 % on the 10,000 "
-              "test images. Produced by `python bench/mto_epochs.py --render`.\n\n")
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text[: start + len("<!-- results -->")] + "\n" + header + "\n".join(lines) + "\n" + text[end:])
+    return lines
 
 
 def main() -> None:
@@ -99,17 +129,20 @@ def main() -> None:
     parser.add_argument("--seeds", default="", help="comma-separated training seeds to run both arms for")
     parser.add_argument("--mto", type=float, default=0.5, help="MTO loss weight of the MTO arm")
     parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--method", choices=sorted(NAMES), default="mae")
+    parser.add_argument("--train-images", type=int, default=TRAIN_IMAGES, help="pre-train on this many (stratified)")
     parser.add_argument("--render", action="store_true", help="write docs/mto.md from the stored rows")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     seeds = [int(s) for s in args.seeds.split(",") if s]
     if seeds:
         _, subset = load_data()
+        subset = shrink(subset, args.train_images)
         RESULTS.mkdir(parents=True, exist_ok=True)
         for seed in seeds:
             for label, options in (("plain", {}), ("mto", {"mto": args.mto})):
-                row = run_arm(label, options, subset, args.epochs, seed)
-                (RESULTS / f"{label}-seed{seed}.json").write_text(json.dumps(row, indent=2))
+                row = run_arm(args.method, label, options, subset, args.epochs, seed)
+                (RESULTS / f"{row_name(args.method, label, seed)}.json").write_text(json.dumps(row, indent=2))
                 print(json.dumps(row))
     if args.render or seeds:
         render()
