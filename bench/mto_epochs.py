@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import methods_table  # noqa: E402
 from methods_table import BATCH_SIZE, EPOCHS, ROOT, TRAIN_IMAGES, VIT_BACKBONE, load_data  # noqa: E402
 
 from pretrainlab.data.source import ImageSource  # noqa: E402
@@ -132,10 +133,13 @@ def main() -> None:
     parser.add_argument("--method", choices=sorted(NAMES), default="mae")
     parser.add_argument("--train-images", type=int, default=TRAIN_IMAGES, help="pre-train on this many (stratified)")
     parser.add_argument("--render", action="store_true", help="write docs/mto.md from the stored rows")
+    parser.add_argument("--data", type=Path, default=methods_table.DATA,
+                        help="the Fashion-MNIST npz (default ../shared/data/fashion_mnist.npz beside the checkout)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     seeds = [int(s) for s in args.seeds.split(",") if s]
     if seeds:
+        methods_table.DATA = args.data
         _, subset = load_data()
         subset = shrink(subset, args.train_images)
         RESULTS.mkdir(parents=True, exist_ok=True)
