@@ -6,11 +6,12 @@ without MTO on the methods-table budget (the fixed 10,000-image Fashion-MNIST su
 MAE recipe with a 1-epoch warm-up, vit_nano_patch4) with the online kNN monitor after every epoch
 (TrainConfig.knn_every=1: cosine kNN on the subset's features, scored on the 10,000 test images), and
 reports how many epochs each needs to reach targets set by the plain run's final accuracy.
-`--method simmim` measures the same on SimMIM (MTO in its encoder, the SimMIM recipe); `--train-images`
-and `--epochs` shrink the budget (a stratified subset of the fixed subset, seed 0).
+`--method simmim` measures the same on SimMIM (MTO in its encoder, the SimMIM recipe); `--train-images`,
+`--test-images`, `--epochs` and `--batch-size` shrink the budget (stratified subsets, seed 0).
 
     python bench/mto_epochs.py --seeds 0 --mto 0.5     # run both arms for each seed (rows in bench/results/mto/)
-    python bench/mto_epochs.py --method simmim --seeds 0 --mto 0.5 --train-images 4000 --epochs 6
+    python bench/mto_epochs.py --method simmim --seeds 0 --mto 0.5 --train-images 2000 --test-images 2000 \
+        --epochs 4 --batch-size 64
     python bench/mto_epochs.py --render                # write docs/mto.md from the stored rows
 """
 
@@ -53,28 +54,32 @@ def row_name(method: str, label: str, seed: int) -> str:
     return f"{label}-seed{seed}" if method == "mae" else f"{method}-{label}-seed{seed}"
 
 
-def shrink(subset: ImageSource, train_images: int) -> ImageSource:
-    """A stratified `train_images`-image subset of the fixed subset (seed 0); the test split is unchanged."""
-    if train_images >= len(subset.train):
-        return subset
-    keep, _ = stratified_indices(subset.train.labels, 1 - train_images / len(subset.train), seed=0)
-    return ImageSource(subset.spec, subset.train.subset(keep), subset.test, subset.classes,
-                       split_note=f"stratified {len(keep)}-image pre-training subset, seed 0")
+def shrink(subset: ImageSource, train_images: int, test_images: int) -> ImageSource:
+    """Stratified subsets (seed 0) of the fixed pre-training subset and of the test split (the kNN monitor's)."""
+    def part(images, count):  # noqa: ANN001, ANN202
+        if count >= len(images):
+            return images
+        return images.subset(stratified_indices(images.labels, 1 - count / len(images), seed=0)[0])
+
+    train, test = part(subset.train, train_images), part(subset.test, test_images)
+    return ImageSource(subset.spec, train, test, subset.classes,
+                       split_note=f"stratified {len(train)}-image pre-training subset, {len(test)} test images, seed 0")
 
 
-def run_arm(method: str, label: str, options: dict, subset: ImageSource, epochs: int, seed: int) -> dict:
+def run_arm(method: str, label: str, options: dict, subset: ImageSource, epochs: int, seed: int,
+            batch_size: int = BATCH_SIZE) -> dict:
     out = ROOT / "runs" / "bench-mto" / row_name(method, label, seed)
     if out.exists():
         shutil.rmtree(out)
     config = build_run_config(
         method, {"backbone": VIT_BACKBONE, "data": subset.spec, "out": str(out)},
-        {"epochs": epochs, "batch_size": BATCH_SIZE, "warmup_epochs": 1.0, "knn_every": 1, "seed": seed}, options,
+        {"epochs": epochs, "batch_size": batch_size, "warmup_epochs": 1.0, "knn_every": 1, "seed": seed}, options,
     )
     started = time.perf_counter()
     summary = pretrain(config, source=subset, show_progress=False)
     curve, k = knn_curve(out)
     return {"method": method, "arm": label, "options": options, "seed": seed, "epochs": epochs,
-            "train_images": len(subset.train),
+            "train_images": len(subset.train), "test_images": len(subset.test), "batch_size": batch_size,
             "knn_by_epoch": curve, "knn_k": k, "final_loss": summary["final_loss"],
             "seconds_with_monitor": time.perf_counter() - started, "measured": time.strftime("%Y-%m-%d %H:%M")}
 
@@ -107,7 +112,9 @@ def render_method(method: str, rows: list[dict]) -> list[str]:
         if set(arms) != {"plain", "mto"}:
             continue
         plain, mto = arms["plain"], arms["mto"]
-        lines += [f"### {name}, seed {seed} ({plain['train_images']} images, MTO options: "
+        lines += [f"### {name}, seed {seed} ({plain['train_images']} images, "
+                  f"{plain.get('test_images', 10_000)} test images, batch {plain.get('batch_size', BATCH_SIZE)}, "
+                  f"MTO options: "
                   f"{json.dumps(mto['options'])}, kNN k={plain['knn_k']})", "",
                   "| epoch | " + " | ".join(str(e) for e in range(1, plain["epochs"] + 1)) + " |",
                   "| --- |" + " --- |" * plain["epochs"]]
@@ -132,6 +139,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--method", choices=sorted(NAMES), default="mae")
     parser.add_argument("--train-images", type=int, default=TRAIN_IMAGES, help="pre-train on this many (stratified)")
+    parser.add_argument("--test-images", type=int, default=10_000, help="score the kNN monitor on this many")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     parser.add_argument("--render", action="store_true", help="write docs/mto.md from the stored rows")
     parser.add_argument("--data", type=Path, default=methods_table.DATA,
                         help="the Fashion-MNIST npz (default ../shared/data/fashion_mnist.npz beside the checkout)")
@@ -141,11 +150,11 @@ def main() -> None:
     if seeds:
         methods_table.DATA = args.data
         _, subset = load_data()
-        subset = shrink(subset, args.train_images)
+        subset = shrink(subset, args.train_images, args.test_images)
         RESULTS.mkdir(parents=True, exist_ok=True)
         for seed in seeds:
             for label, options in (("plain", {}), ("mto", {"mto": args.mto})):
-                row = run_arm(args.method, label, options, subset, args.epochs, seed)
+                row = run_arm(args.method, label, options, subset, args.epochs, seed, args.batch_size)
                 (RESULTS / f"{row_name(args.method, label, seed)}.json").write_text(json.dumps(row, indent=2))
                 print(json.dumps(row))
     if args.render or seeds:
