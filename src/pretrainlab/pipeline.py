@@ -171,15 +171,19 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
         method = method_class(backbone, method_config, context).to(device)
     except ValueError as error:  # losses and heads raise ValueError for out-of-range hyperparameters
         raise PretrainlabError(f"invalid {config.method} options: {error}") from None
+    train_labels, label_notes = method.training_labels(source.train.labels)  # e.g. noisy labels, fixed by seed
+    train_set = (source.train if train_labels is source.train.labels
+                 else dataclasses.replace(source.train, labels=train_labels))
+    # the monitor keeps the clean labels: it measures the representation, not the fit to the noise
     monitor = knn_monitor(source, context, device) if source.labelled and source.test is not None else None
-    trainer = Trainer(method, source.train, config.train, run_dir, device, monitor, show_progress)
+    trainer = Trainer(method, train_set, config.train, run_dir, device, monitor, show_progress)
     if rank() == 0 and not resume:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_config(run_dir, config, {
             "img_size": img_size, "in_chans": source.channels, "mean": list(context.mean), "std": list(context.std),
             "num_classes": source.num_classes, "train_images": len(source.train), "split": source.split_note,
             "steps_per_epoch": trainer.plan.steps_per_epoch, "world_size": world_size(),
-            "pretrainlab": pretrainlab.__version__, "torch": str(torch.__version__),
+            "pretrainlab": pretrainlab.__version__, "torch": str(torch.__version__), **label_notes,
         })
     if rank() == 0 and resume:
         remove_stale_temporaries(run_dir)
