@@ -30,9 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import methods_table  # noqa: E402
 from methods_table import BATCH_SIZE, EPOCHS, ROOT, TRAIN_IMAGES, VIT_BACKBONE, load_data  # noqa: E402
 
+from pretrainlab.backbones import create_backbone  # noqa: E402
 from pretrainlab.data.source import ImageSource  # noqa: E402
 from pretrainlab.data.splits import stratified_indices  # noqa: E402
-from pretrainlab.pipeline import build_run_config, pretrain  # noqa: E402
+from pretrainlab.pipeline import build_run_config, knn_monitor, method_context, pretrain  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "mto"
 DOC = ROOT / "docs" / "mto.md"
@@ -78,10 +79,19 @@ def run_arm(method: str, label: str, options: dict, subset: ImageSource, epochs:
     started = time.perf_counter()
     summary = pretrain(config, source=subset, show_progress=False)
     curve, k = knn_curve(out)
-    return {"method": method, "arm": label, "options": options, "seed": seed, "epochs": epochs,
+    init = {"knn_at_init": knn_at_init(subset, seed)} if label == "plain" else {}
+    return {**init, "method": method, "arm": label, "options": options, "seed": seed, "epochs": epochs,
             "train_images": len(subset.train), "test_images": len(subset.test), "batch_size": batch_size,
             "knn_by_epoch": curve, "knn_k": k, "final_loss": summary["final_loss"],
             "seconds_with_monitor": time.perf_counter() - started, "measured": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def knn_at_init(subset: ImageSource, seed: int) -> float:
+    """The monitor's kNN top-1 of the backbone both arms start from (pretrain seeds it the same way)."""
+    context = method_context(subset, subset.image_size[0])
+    torch.manual_seed(seed)
+    backbone = create_backbone(VIT_BACKBONE, context.img_size, subset.channels)
+    return knn_monitor(subset, context, torch.device("cpu"))(backbone, 0)["knn_top1"]
 
 
 def epochs_to(curve: list[float], target: float) -> int | None:
@@ -97,9 +107,10 @@ def render() -> None:
     text = DOC.read_text() if DOC.exists() else "# Masked token optimisation\n\n<!-- results -->\n<!-- /results -->\n"
     start, end = text.index("<!-- results -->"), text.index("<!-- /results -->")
     header = (f"Fashion-MNIST (`../shared/data/fashion_mnist.npz`), {VIT_BACKBONE}, a fixed stratified subset (seed 0) "
-              f"of the training split, batch {BATCH_SIZE}, each method's recipe with a 1-epoch warm-up, 2 shared CPU "
-              "cores; online kNN (cosine, T=0.07) on the subset's features after every epoch, top-1 % on the 10,000 "
-              "test images. Produced by `python bench/mto_epochs.py --render`.\n\n")
+              f"of the training split, each method's recipe with a 1-epoch warm-up, 2 shared CPU cores; online kNN "
+              "(cosine, T=0.07) on the subset's features after every epoch, top-1 % on a fixed stratified set of test "
+              "images (all 10,000 unless the section says fewer). Produced by `python bench/mto_epochs.py --render`."
+              "\n\n")
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(text[: start + len("<!-- results -->")] + "\n" + header + "\n".join(lines) + "\n" + text[end:])
 
@@ -116,11 +127,13 @@ def render_method(method: str, rows: list[dict]) -> list[str]:
                   f"{plain.get('test_images', 10_000)} test images, batch {plain.get('batch_size', BATCH_SIZE)}, "
                   f"MTO options: "
                   f"{json.dumps(mto['options'])}, kNN k={plain['knn_k']})", "",
-                  "| epoch | " + " | ".join(str(e) for e in range(1, plain["epochs"] + 1)) + " |",
-                  "| --- |" + " --- |" * plain["epochs"]]
+                  "| epoch | " + " | ".join(str(e) for e in range(0 if "knn_at_init" in plain else 1,
+                                                                 plain["epochs"] + 1)) + " |",
+                  "| --- |" + " --- |" * (plain["epochs"] + ("knn_at_init" in plain))]
         for arm in (plain, mto):
+            start = [plain["knn_at_init"]] if "knn_at_init" in plain else []  # epoch 0: the shared random init
             lines.append(f"| {name}{' + MTO' if arm is mto else ''} | "
-                         + " | ".join(f"{a:.2f}" for a in arm["knn_by_epoch"]) + " |")
+                         + " | ".join(f"{a:.2f}" for a in start + arm["knn_by_epoch"]) + " |")
         lines += ["", f"| target kNN top-1 | epochs, {name} | epochs, {name} + MTO |", "| --- | --- | --- |"]
         for share in TARGET_SHARES:
             target = share * plain["knn_by_epoch"][-1]
