@@ -138,7 +138,7 @@ def test_missing_or_wrong_teachers_raise_clear_errors(tmp_path: Path) -> None:
         make_ssld(teacher=str(tmp_path / "unfinished"))
     with pytest.raises(PretrainlabError, match="unknown backbone"):
         make_ssld(teacher="timm:tinycnnn")
-    with pytest.raises(PretrainlabError, match="weights file not found"):
+    with pytest.raises(PretrainlabError, match="teacher weights not found"):
         make_ssld(teacher_weights=str(tmp_path / "nothing.safetensors"))
     with pytest.raises(PretrainlabError, match="differs from teacher width"):
         make_ssld(teacher="timm:resnet18_cifar", mode="embedding", projection_layers=0)
