@@ -8,6 +8,7 @@ bench/label_noise_pretraining.py (pre-trained on single MNIST digits at several 
 rows span a range of accuracy.
 
     python bench/multilabel_consistency.py --canvases 1000     # rows in bench/results/consistency/
+    python bench/multilabel_consistency.py --canvases 1000 --timm resnet18   # add a random-init timm backbone
     python bench/multilabel_consistency.py --render            # docs/multilabel_consistency.md
 """
 
@@ -71,13 +72,16 @@ def render() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--canvases", type=int, default=0, help="measure on composed:builtin:N (0: render only)")
+    parser.add_argument("--timm", default="", help="comma-separated extra random-init timm backbones, e.g. resnet18")
     parser.add_argument("--render", action="store_true")
     args = parser.parse_args()
     if args.canvases:
         source = load_source(f"composed:builtin:{args.canvases}")
         size = source.image_size[0]
         RESULTS.mkdir(parents=True, exist_ok=True)
-        targets = [("random-init tinycnn", lambda: seeded_target("timm:tinycnn", size, 1))]
+        extra = [name for name in args.timm.split(",") if name]
+        targets = [(f"random-init {name}", lambda name=name: seeded_target(f"timm:{name}", size, 1))
+                   for name in ["tinycnn", *extra]]
         for run in sorted(RUNS.glob("*-seed*")):
             if (run / "backbone.safetensors").exists():
                 targets.append((f"supervised tinycnn, {run.name}", lambda run=run: at_size(load_run_target(run), size)))
