@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from protocol_data import context_with_features, gaussian_clusters, small_source
 
+from pretrainlab.data.label_noise import noisy_labels, parse_noise
 from pretrainlab.errors import PretrainlabError
 from pretrainlab.eval import EvalContext, evaluate, load_target
 from pretrainlab.eval.elr import EarlyLearningRegularization, elr_regulariser
-from pretrainlab.eval.label_noise import noisy_labels, parse_noise
 from pretrainlab.eval.nmtune import consistency_term, covariance_term, singular_value_term
 
 LABELS = np.repeat(np.arange(10), [900, 1000, 1100, 950, 1050, 1000, 1000, 980, 1020, 1000])

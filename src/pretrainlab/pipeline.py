@@ -213,9 +213,15 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
         source.require_labels(f"method '{config.method}'")
     method, adapted = build_method(config, context, getattr(source, "mirror_invariant", True))
     method = method.to(device)
+    train_set, label_notes = source.train, {}
+    if isinstance(source, ImageSource):  # e.g. noisy labels, fixed by seed (streamed shards keep theirs)
+        train_labels, label_notes = method.training_labels(source.train.labels)
+        if train_labels is not source.train.labels:
+            train_set = dataclasses.replace(source.train, labels=train_labels)
+    # the monitor keeps the clean labels: it measures the representation, not the fit to the noise
     monitored = isinstance(source, ImageSource) and source.labelled and source.test is not None
     monitor = knn_monitor(source, context, device) if monitored else None
-    trainer = Trainer(method, source.train, config.train, run_dir, device, monitor, show_progress, filter_monitor)
+    trainer = Trainer(method, train_set, config.train, run_dir, device, monitor, show_progress, filter_monitor)
     if rank() == 0 and not resume:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_config(run_dir, config, {
@@ -226,6 +232,7 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
             "warmup_epochs": config.train.resolved_warmup_epochs, "lr": config.train.scaled_lr,
             "adapted_options": {**adapted, **({"reason": "the data is not mirror-invariant"} if adapted else {})},
             "pretrainlab": pretrainlab.__version__, "torch": str(torch.__version__), **machine_facts(device),
+            **label_notes,
         })
     if rank() == 0 and resume:
         remove_stale_temporaries(run_dir)

@@ -8,6 +8,9 @@ rest 0 (background); where shifted objects overlap, the later one covers the ear
 bright. `multilabels` (N, K) records which classes each canvas shows, for the multi-label protocol.
 Canvases have no single label. `extras["cells"]` (N, 4) records the class + 1 of the object in each grid
 cell (row-major: top left, top right, bottom left, bottom right; 0 = empty), for generated captions.
+Canvases have no single label. Every canvas ships the rule its construction guarantees (eval/consistency.py):
+between 1 and 4 classes present, since 2 to 4 objects are drawn and two may share a class; the multilabel
+protocol reports how often thresholded predictions break it.
 
 N training canvases (default 2,000) are composed from the source's training images only, N/4 test
 canvases from its test images only, all drawn with a fixed seed, so every backbone sees the same task
@@ -81,6 +84,16 @@ def present_classes(masks: np.ndarray, num_classes: int) -> np.ndarray:
     return (counts.reshape(len(masks), 256)[:, 1 : num_classes + 1] > 0).astype(np.uint8)  # one pass for all masks
 
 
+def canvas_rules(num_classes: int) -> str:
+    """The rule file (YAML) every composed canvas satisfies by construction: the count of objects it holds.
+
+    Stored as `ImageSource.extra["rules"]` (eval/consistency.py's RULES_KEY), where the multilabel protocol finds it.
+    """
+    low, high = OBJECTS_PER_CANVAS
+    return (f"# composed canvases hold {low}-{high} objects in distinct cells; objects may share a class\n"
+            f"rules:\n  - at_least: 1\n  - at_most: {min(high, num_classes)}\n")
+
+
 def compose_source(objects: ImageSource, count: int) -> ImageSource:
     """`count` training and count // 4 test canvases from a labelled source with train and test splits."""
     objects.require_labels(f"composed:{objects.spec}")
@@ -96,7 +109,7 @@ def compose_source(objects: ImageSource, count: int) -> ImageSource:
     return ImageSource(f"composed:{objects.spec}:{count}", splits[0], splits[1], classes=list(names),
                        split_note=f"canvases from the objects' own train/test split ({objects.split_note}), "
                                   f"seed {COMPOSE_SEED}",
-                       mask_classes=["background", *names])
+                       mask_classes=["background", *names], extra={"rules": canvas_rules(num_classes)})
 
 
 def load_composed(argument: str, **_: object) -> ImageSource:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -169,6 +170,14 @@ class Method(nn.Module):
         """
         head = getattr(self, "projection", None)
         return head if isinstance(head, ProjectionHead) else None
+
+    def training_labels(self, labels: np.ndarray | None) -> tuple[np.ndarray | None, dict[str, Any]]:
+        """The labels (N,) the method trains on, given the training split's, and notes for the run's config.yaml.
+
+        The default trains on the dataset's own labels. Supervised pre-training with `label_noise` returns a
+        noisy copy drawn once per image by its seed (label noise is a property of the data, not of a batch).
+        """
+        return labels, {}
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         """Called after every optimiser step (momentum encoders, EMA teachers, temperature schedules)."""

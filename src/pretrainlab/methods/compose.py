@@ -19,6 +19,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -88,6 +89,15 @@ class ComposedMethod(Method):
         super().__init__(backbone, config, context)
         self.member_methods = nn.ModuleDict(
             {m: METHODS.get(m)(backbone, getattr(config, m), context) for m in self.members})
+
+    def training_labels(self, labels: np.ndarray | None) -> tuple[np.ndarray | None, dict[str, Any]]:
+        """A member's own training labels (supervised with label_noise) become the run's: every member sees them."""
+        changed = [(member, *method.training_labels(labels)) for member, method in self.member_methods.items()]
+        changed = [(member, new, notes) for member, new, notes in changed if new is not labels]
+        if len(changed) > 1:
+            raise PretrainlabError(f"'{self.name}': members {', '.join(m for m, _, _ in changed)} each change the "
+                                   "training labels (e.g. label_noise); set it on one member only")
+        return (changed[0][1], {**changed[0][2], "labels_from_member": changed[0][0]}) if changed else (labels, {})
 
     @torch.no_grad()
     def prepare_batch(self, images_uint8: torch.Tensor, labels: torch.Tensor | None,

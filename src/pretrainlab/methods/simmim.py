@@ -8,6 +8,12 @@ mask token before its position embedding is added, so the network knows where co
 what it shows. A single linear layer maps each output token to its patch's pixels, and an L1 loss on the
 hidden patches' (normalised) pixels trains both. Mask patches may be larger than the model's patches
 (`mask_block`); the paper found 32 px mask patches (2 x 2 ViT-B patches) with a 0.6 ratio best.
+
+`--option mto=W` adds masked token optimisation (arXiv 2404.08330, methods/parts/mto.py), which the MTO
+paper applies to SimMIM as well as MAE. Here, unlike in MAE, it acts on the encoder itself: its blocks
+are the ones that see mask tokens, so visible tokens' queries ignore them and the singularity loss pulls
+mask tokens' attention onto visible tokens. Features for evaluation have no mask tokens, so the
+exported backbone runs unchanged.
 """
 
 from __future__ import annotations
@@ -16,13 +22,23 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+from timm.models.vision_transformer import Block
 
 from pretrainlab.backbones import Backbone
-from pretrainlab.backbones.vit_parts import encode_any_size, patchify
+from pretrainlab.backbones.vit_parts import (
+    add_patch_positions,
+    encode_any_size,
+    patch_embed_any_size,
+    patchify,
+    prefix_tokens,
+    replace_masked_tokens,
+)
 from pretrainlab.data.masks import coarse_patch_mask
 from pretrainlab.data.views import ViewSpec
+from pretrainlab.errors import PretrainlabError
 from pretrainlab.losses.reconstruction import masked_patch_loss
 from pretrainlab.methods.base import Batch, Method, MethodContext, register_method
+from pretrainlab.methods.parts.mto import run_blocks_with_mto
 from pretrainlab.methods.parts.reconstruction import patch_reconstruction_grid
 
 
@@ -33,12 +49,20 @@ class SimMIMConfig:
         mask_block: side of a mask patch in ViT patches (2 in the paper's ViT-B setting: 32 px over 16 px).
         norm_pix_loss: regress per-patch normalised pixels instead of the normalised image (off in the paper).
         crop_min_scale: random-resized-crop lower bound (0.67 in the paper).
+        mto: weight of masked token optimisation in the encoder (methods/parts/mto.py, arXiv 2404.08330); 0: off.
+        mto_exclude: with mto > 0, visible tokens' queries ignore mask tokens in the encoder (weight recalibration).
     """
 
     mask_ratio: float = 0.6
     mask_block: int = 2
     norm_pix_loss: bool = False
     crop_min_scale: float = 0.67
+    mto: float = 0.0
+    mto_exclude: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mto < 0:
+            raise ValueError(f"mto must be >= 0 (0 turns masked token optimisation off), got {self.mto}")
 
 
 @register_method("simmim")
@@ -55,6 +79,9 @@ class SimMIM(Method):
         nn.init.trunc_normal_(self.mask_token, std=0.02)
         patch = backbone.patch_size
         self.decoder = nn.Linear(backbone.embed_dim, patch * patch * context.in_chans)
+        if config.mto > 0 and not all(isinstance(block, Block) for block in backbone.model.blocks):
+            raise PretrainlabError(f"--option mto needs a plain timm ViT (vision_transformer.Block blocks); "
+                                   f"backbone '{backbone.name}' has other blocks: use mto=0 or a vit_* backbone")
 
     def view_specs(self) -> dict[str, ViewSpec]:
         return {"base": ViewSpec(self.context.img_size, crop_scale=(self.config.crop_min_scale, 1.0), jitter_p=0.0,
@@ -65,18 +92,40 @@ class SimMIM(Method):
         return coarse_patch_mask(batch, self.backbone.grid_size, self.config.mask_block, self.config.mask_ratio,
                                  generator, device)
 
+    def encode(self, images: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B, C, H, W), mask (B, N) -> (all tokens (B, P + N, D), MTO loss: 0 unless `mto` > 0)."""
+        vit = self.backbone.model
+        if self.config.mto <= 0:
+            encoded = encode_any_size(vit, images, mask, self.mask_token)
+            return encoded, encoded.new_zeros(())
+        # encode_any_size step for step, with the blocks run by MTO (prefix tokens count as visible)
+        tokens, grid = patch_embed_any_size(vit, images)  # (B, N, D)
+        tokens = add_patch_positions(vit, replace_masked_tokens(tokens, mask, self.mask_token), grid)
+        tokens = torch.cat([prefix_tokens(vit, images.shape[0]), tokens], dim=1)  # (B, P + N, D)
+        is_mask = torch.cat([mask.new_zeros(mask.shape[0], tokens.shape[1] - mask.shape[1]), mask], dim=1)
+        tokens, mto_loss = run_blocks_with_mto(vit.blocks, vit.norm_pre(vit.pos_drop(tokens)), is_mask,
+                                               self.config.mto_exclude)
+        return vit.norm(tokens), mto_loss
+
     def reconstruct(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """images (B, C, H, W), mask (B, N) -> predicted patches (B, N, p * p * C)."""
-        encoded = encode_any_size(self.backbone.model, images, mask, self.mask_token)  # (B, P + N, D)
-        return self.decoder(encoded[:, self.backbone.num_prefix_tokens :])
+        return self.predict(images, mask)[0]
+
+    def predict(self, images: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (predicted patches (B, N, p * p * C), MTO loss)."""
+        encoded, mto_loss = self.encode(images, mask)  # (B, P + N, D)
+        return self.decoder(encoded[:, self.backbone.num_prefix_tokens :]), mto_loss
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         images = batch.views["base"][0].images
         mask = self.draw_mask(images.shape[0], batch.generator, images.device)
-        prediction = self.reconstruct(images, mask)
+        prediction, mto_loss = self.predict(images, mask)
         loss = masked_patch_loss(prediction, patchify(images, self.backbone.patch_size), mask,
                                  self.config.norm_pix_loss, distance="absolute")
-        return {"loss": loss, "reconstruction_loss": loss.detach()}
+        outputs = {"loss": loss + self.config.mto * mto_loss, "reconstruction_loss": loss.detach()}
+        if self.config.mto > 0:
+            outputs["mto_loss"] = mto_loss.detach()
+        return outputs
 
     @torch.no_grad()
     def reconstruction_grid(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -11,7 +11,12 @@ the test images ranked by the class's score (classes without a positive test ima
 their AP is undefined); `subset_accuracy`, the share of test images whose thresholded predictions
 (probability > 0.5) match all K labels exactly.
 
-Options: seed.
+With rules (`--option rules=PATH`, a YAML file over the dataset's class names, eval/consistency.py; a
+`composed:` source ships its own, the count of objects its canvases were built with), also
+`rule_violations`: the percent of test images whose thresholded predictions break at least one rule,
+beside mAP, with each rule's own share and the ground truth's share (0 unless the rules are wrong).
+
+Options: seed, rules.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import torch.nn.functional as F
 from pretrainlab.data.source import ImageSource
 from pretrainlab.data.splits import stratified_indices
 from pretrainlab.eval.average_precision import average_precisions
+from pretrainlab.eval.consistency import RULES_KEY, Rule, load_rules, parse_rules, violation_share, violations
 from pretrainlab.eval.linear import L2_GRID, fit_lbfgs_linear, standardise
 from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, applies_when, takes_options
 from pretrainlab.eval.record import EvalResult
@@ -78,12 +84,35 @@ def choose_l2(features: torch.Tensor, targets: torch.Tensor, seed: int) -> float
     return best_l2
 
 
+def protocol_rules(context: EvalContext) -> tuple[list[Rule], str | None]:
+    """The rules of `--option rules=PATH`, else the source's own (composed canvases), else none; and their origin."""
+    source = context.source
+    classes = source.classes or [str(index) for index in range(source.train.multilabels.shape[1])]
+    path = context.options.get("rules")
+    if path is not None:
+        return load_rules(str(path), classes), str(path)
+    if RULES_KEY in source.extra:
+        return parse_rules(source.extra[RULES_KEY], classes, f"rules shipped with '{source.spec}'"), source.spec
+    return [], None
+
+
+def rule_results(logits: torch.Tensor, targets: torch.Tensor, rules: list[Rule]) -> tuple[float, dict]:
+    """(percent of test images breaking a rule, settings: the rules, each one's share, the ground truth's share)."""
+    predicted = logits > 0  # (M, K), probability > 0.5
+    per_rule = violations(predicted, rules).float().mean(dim=0) * 100  # (R,)
+    return violation_share(predicted, rules), {
+        "rules": [rule.text for rule in rules],
+        "rule_violations_per_rule": [round(float(value), 3) for value in per_rule],
+        "rule_violations_ground_truth": violation_share(targets.bool(), rules)}
+
+
 @PROTOCOLS.register("multilabel")
-@takes_options()
+@takes_options("rules")
 @applies_when(needs_multilabels)
 def multilabel_protocol(context: EvalContext) -> list[EvalResult]:
     started = time.perf_counter()
     seed = int(context.options.get("seed", 0))
+    rules, rules_origin = protocol_rules(context)  # before any feature work: a bad rule file stops here
     train_targets = torch.from_numpy(context.source.train.multilabels).float()  # (N, K)
     test_targets = torch.from_numpy(context.source.test.multilabels).float()  # (M, K)
     train_features, test_features = context.features("train"), context.features("test")
@@ -96,8 +125,12 @@ def multilabel_protocol(context: EvalContext) -> list[EvalResult]:
                 "classes_in_mAP": int((~per_class.isnan()).sum()), "threshold": 0.5,
                 "per_class_ap": [None if np.isnan(value) else round(value * 100, 3) for value in per_class.tolist()],
                 "validation": "10% of train, random, drawn by the seed"}
+    metrics = [("mAP", float(per_class.nanmean()) * 100), ("subset_accuracy", subset_accuracy(logits, test_targets))]
+    if rules:
+        share, rule_settings = rule_results(logits, test_targets, rules)
+        settings.update(rule_settings, rules_from=rules_origin)
+        metrics.append(("rule_violations", share))
     seconds = time.perf_counter() - started
     return [EvalResult("multilabel", context.source.spec, metric, value, seconds, settings=settings,
-                       backbone=context.target.label)
-            for metric, value in (("mAP", float(per_class.nanmean()) * 100),
-                                  ("subset_accuracy", subset_accuracy(logits, test_targets)))]
+                       backbone=context.target.label, higher_is_better=metric != "rule_violations")
+            for metric, value in metrics]

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from pretrainlab.data.label_noise import noisy_labels, parse_noise
 from pretrainlab.errors import PretrainlabError
 from pretrainlab.eval.classifier_training import (
     FeatureInputs,
@@ -41,7 +42,6 @@ from pretrainlab.eval.classifier_training import (
 )
 from pretrainlab.eval.elr import PAPER_BETA, PAPER_LAMBDA, EarlyLearningRegularization
 from pretrainlab.eval.finetuning import FINETUNE_OPTIONS, FineTuning
-from pretrainlab.eval.label_noise import noisy_labels, parse_noise
 from pretrainlab.eval.linear import standardise
 from pretrainlab.eval.nmtune import FeatureMLPClassifier, NMTuneWeights, nmtune_loss
 from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, takes_options

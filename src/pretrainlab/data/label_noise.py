@@ -1,4 +1,7 @@
-"""Synthetic label noise with an exact rate per class, for the noisy-labels protocol.
+"""Synthetic label noise with an exact rate per class, for the noisy-labels protocol and noisy pre-training.
+
+Data, not evaluation: the noisy-labels protocol corrupts a probe's labels with it and supervised
+pre-training (`--option label_noise=0.2`) its training labels.
 
 - symmetric: of each class c, round(rate * n_c) labels (half up), drawn by the seed, are replaced
   by a class drawn uniformly from the K - 1 other classes, so the share of wrong labels is the
