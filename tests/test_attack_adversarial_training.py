@@ -71,7 +71,11 @@ def test_adversarial_finetuning_exports_a_run_folder_that_timm_eval_and_attack_l
     capsys.readouterr()
     code = main(["attack", str(out), "--data", "builtin", "--max-train", "100", "--max-test", "20", "--head", "own",
                  "--eps", "8/255", "--option", "steps=1", "--no-store", "--no-progress"])
-    assert code == 0 and "adversarial_own_head" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert code == 0 and "adversarial_own_head" in printed
+    # the run page is refreshed and shows the attack's figures
+    assert f"report: {out / 'report.html'}" in printed and "adversarial_own_head_pgd_linf" in (
+        out / "report.html").read_text()
 
 
 def test_own_head_needs_a_run_written_by_adversarial_finetuning(capsys) -> None:

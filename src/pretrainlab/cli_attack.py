@@ -13,6 +13,7 @@ DEFAULT_EPS = "1/255,2/255,4/255,8/255"
 
 def run_attack(args: argparse.Namespace) -> int:
     from pretrainlab.attack.pipeline import make_plan, run_plan
+    from pretrainlab.report.run_page import refresh_run_report
 
     plan = make_plan(comma_list(args.attack) or ["pgd"], comma_list([args.eps]), args.norm,
                      comma_list(args.defence) or ["none"], args.head, args.seed, args.max_train, args.max_test,
@@ -27,6 +28,9 @@ def run_attack(args: argparse.Namespace) -> int:
             print(f"{result.backbone}  {result.protocol:22s} {result.metric:28s} {result.value:7.2f}  "
                   f"({result.seconds:.1f} s)")
     print(f"figures in {report.figures_dir}" + "".join(f"; exported run {path}" for path in report.exported_runs))
+    page = refresh_run_report(args.backbone, None if args.no_store else args.store)
+    if page is not None:
+        print(f"report: {page}")
     return 0
 
 

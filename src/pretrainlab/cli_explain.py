@@ -15,6 +15,7 @@ ANALYSIS_NAMES = ("attention", "attribution", "cam", "cka", "comet", "dissect", 
 def run_explain(args: argparse.Namespace) -> int:
     from pretrainlab.explain import ExplainSettings
     from pretrainlab.explain.session import explain_backbone
+    from pretrainlab.report.run_page import refresh_run_report
 
     settings = ExplainSettings(images=args.images, layer=args.layer, img_size=args.img_size, seed=args.seed,
                                batch_size=args.batch_size, probe_images=args.probe_images,
@@ -28,6 +29,9 @@ def run_explain(args: argparse.Namespace) -> int:
         else:
             print(f"{result.protocol:22s} {result.metric:34s} {result.value:9.4f}")
     print(f"arrays and figures in {outcome.out_dir}")
+    page = refresh_run_report(args.backbone, None if args.no_store else args.store)
+    if page is not None:
+        print(f"report: {page}")
     return 0
 
 

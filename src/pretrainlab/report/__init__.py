@@ -11,8 +11,9 @@ from pretrainlab.report.comparison import (
     zscores,
 )
 from pretrainlab.report.formats import FORMATS, render
-from pretrainlab.report.run_page import run_page, write_run_report
+from pretrainlab.report.run_page import refresh_run_report, run_page, write_run_report
 
 __all__ = ["DEFAULT_RANK_EXCLUDE", "FORMATS", "Comparison", "aggregate_scores", "build_comparison",
-           "compare_store", "comparison_page", "rank", "render", "run_page", "write_comparison_report",
+           "compare_store", "comparison_page", "rank", "refresh_run_report", "render", "run_page",
+           "write_comparison_report",
            "write_run_report", "zscores"]

@@ -60,3 +60,12 @@ def write_run_report(run_dir: Path, store: Path | None = DEFAULT_STORE) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(html)
     return path
+
+
+def refresh_run_report(spec: str | Path, store: Path | None = DEFAULT_STORE) -> Path | None:
+    """Refreshes the run page when `spec` names a run folder (`explain` and `attack` add sections to it);
+    None for `timm:NAME` targets, which have no page."""
+    run_dir = Path(spec)
+    if not (run_dir / "config.yaml").is_file():
+        return None
+    return write_run_report(run_dir, store)
