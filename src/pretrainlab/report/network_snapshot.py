@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pretrainlab.atomic import atomic_path
-from pretrainlab.data.source import ImageSource
+from pretrainlab.data.source import ImageSet, ImageSource
 from pretrainlab.eval.features import evaluating, input_batches, normalisation
 from pretrainlab.eval.target import EvalTarget
 from pretrainlab.report.html import png_data
@@ -95,9 +95,15 @@ def network_snapshot(target: EvalTarget, images: np.ndarray, labels: list[str], 
     }
 
 
+def decoded_training_images(source: ImageSource) -> ImageSet:
+    """The training split as decoded images; a streamed shard set (`shards:`) offers its decoded preview."""
+    preview = getattr(source, "preview", None)
+    return preview if preview is not None else source.train
+
+
 def pick_images(source: ImageSource) -> tuple[np.ndarray, list[str]]:
     """Up to IMAGES test images (training images when there is no test split), one per class when labelled."""
-    split = source.test if source.test is not None else source.train
+    split = source.test if source.test is not None else decoded_training_images(source)
     if split.labels is None:
         chosen = list(range(min(IMAGES, len(split))))
         return split.images[chosen], [f"image {i}" for i in chosen]
@@ -111,7 +117,7 @@ def pick_images(source: ImageSource) -> tuple[np.ndarray, list[str]]:
 def write_network_snapshot(run_dir: Path, target: EvalTarget, source: ImageSource, device: torch.device) -> Path | None:
     """RUN/network.json for the page's network view; None (and a warning) when the backbone has no feature maps."""
     images, labels = pick_images(source)
-    mean, std = normalisation(target, source.train.images)
+    mean, std = normalisation(target, decoded_training_images(source).images)
     try:
         snapshot = network_snapshot(target, images, labels, mean, std, device)
     except (NotImplementedError, AttributeError, RuntimeError, TypeError, ValueError) as error:
