@@ -252,3 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted (Ctrl-C)", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if "torch.distributed" in sys.modules:  # only a command that imported torch can hold a process group
+            from pretrainlab.distributed import leave_process_group
+
+            leave_process_group()

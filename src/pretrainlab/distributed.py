@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.distributed as dist
 
 
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def leave_process_group() -> None:
+    """Destroys the process group before the process exits. Left to interpreter teardown, gloo's worker threads
+    can be destroyed while still joinable, and a rank that finishes first then dies of SIGABRT ("terminate
+    called without an active exception") although its run succeeded."""
+    if dist.is_available() and dist.is_initialized():
+        with contextlib.suppress(RuntimeError, ValueError):  # a peer already gone: nothing to tear down cleanly
+            dist.destroy_process_group()
 
 
 def world_size() -> int:
