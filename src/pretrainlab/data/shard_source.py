@@ -127,17 +127,22 @@ def open_stream(argument: str, image_size: int | None = None, aspect: float = 1.
     decoded = [image for image in decoded if image is not None]
     if not decoded:
         raise PretrainlabError(f"none of the first {len(preview_samples)} images of shards:{argument} decodes")
-    test = None
-    if test_paths:
-        test_split = shard_split(test_paths, index, "test", train.size, aspect)
-        test_split.mode = train.mode
-        test = decoded_split(test_split, "test")
+    test = decoded_test_split(test_paths, index, train, aspect)
     classes = index.get("classes") if index else None
     num_classes = len(classes) if classes else (describe_split(train_paths, index, "train")[2] if train.labelled
                                                 else 0)
     note = index.get("split", "given") if index else "given"
     return StreamSource(f"shards:{argument}", train, test, classes, ImageSet(np.stack(decoded)), num_classes, note)
 
+
+
+def decoded_test_split(test_paths: list, index: dict | None, train: ShardSplit, aspect: float) -> ImageSet | None:
+    """The test shards decoded into the image cache at the training split's size and mode (None without them)."""
+    if not test_paths:
+        return None
+    test_split = shard_split(test_paths, index, "test", train.size, aspect)
+    test_split.mode = train.mode
+    return decoded_split(test_split, "test")
 
 def decoded_split(split: ShardSplit, name: str) -> ImageSet:
     """Decodes a whole split into the image cache, chunk by chunk, in file order."""
@@ -188,11 +193,7 @@ def load_shards(argument: str, image_size: int | None = None, aspect: float = 1.
     train = shard_split(train_paths, index, "train", image_size, aspect)
     if len(train) == 0:
         raise PretrainlabError(f"shards:{argument} holds no samples")
-    test = None
-    if test_paths:
-        test_split = shard_split(test_paths, index, "test", train.size, aspect)
-        test_split.mode = train.mode
-        test = decoded_split(test_split, "test")
+    test = decoded_test_split(test_paths, index, train, aspect)
     classes = index.get("classes") if index else None
     note = index.get("split", "given") if index else "given"
     return ImageSource(f"shards:{argument}", decoded_split(train, "train"), test, classes=classes, split_note=note)
