@@ -86,15 +86,21 @@ def row_key(name: str, tag: str = "", epochs: int = EPOCHS, seed: int = 0) -> st
 
 
 def measure_method(name: str, full: ImageSource, subset: ImageSource, options: dict, epochs: int,
-                   reuse: bool = False, tag: str = "", seed: int = 0) -> dict:
+                   reuse: bool = False, tag: str = "", seed: int = 0, backbone: str | None = None) -> dict:
     """Pre-trains and evaluates one row. With `reuse`, a finished run folder of the same configuration is only
-    evaluated and an interrupted one resumed; its seconds per epoch are then left for bench/methods_speed.py."""
+    evaluated and an interrupted one resumed; its seconds per epoch are then left for bench/methods_speed.py.
+
+    `options` are method options, and training settings as "train.KEY" (e.g. train.optimizer=adamw);
+    `backbone` replaces the table's choice (tinycnn, or vit_nano_patch4 for methods that need tokens).
+    """
     method_class = METHODS.get(name)
-    backbone = VIT_BACKBONE if method_class.needs_tokens else CNN_BACKBONE
+    backbone = backbone or (VIT_BACKBONE if method_class.needs_tokens else CNN_BACKBONE)
     out = ROOT / "runs" / "bench-methods" / row_key(name, tag, epochs, seed)
+    train = {key.removeprefix("train."): value for key, value in options.items() if key.startswith("train.")}
     config = build_run_config(
         name, {"backbone": backbone, "data": full.spec, "out": str(out)},
-        {"epochs": epochs, "batch_size": BATCH_SIZE, "warmup_epochs": 1.0, "knn_every": 0, "seed": seed}, options,
+        {"epochs": epochs, "batch_size": BATCH_SIZE, "warmup_epochs": 1.0, "knn_every": 0, "seed": seed, **train},
+        {key: value for key, value in options.items() if not key.startswith("train.")},
     )
     started = time.perf_counter()
     finished, interrupted = (out / "backbone.safetensors").exists(), checkpoint_path(out).exists()
@@ -198,6 +204,7 @@ def main() -> None:
                         help="evaluate a finished run folder of the same configuration, resume an interrupted one")
     parser.add_argument("--tag", default="", help="suffix of the row's file name (variants of one method)")
     parser.add_argument("--seed", type=int, default=0, help="pre-training seed (the subset stays seed 0's)")
+    parser.add_argument("--backbone", help="replaces the table's backbone (e.g. a ViT row of a CNN method)")
     parser.add_argument("--skip-done", action="store_true", help="skip a row whose result file already exists")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -217,7 +224,8 @@ def main() -> None:
             if args.skip_done and (RESULTS / f"{key}.json").exists():
                 print(f"{key}: done, skipped")
                 continue
-            row = measure_method(name, full, subset, options, args.epochs, args.reuse, args.tag, args.seed)
+            row = measure_method(name, full, subset, options, args.epochs, args.reuse, args.tag, args.seed,
+                                 args.backbone)
             write_row(row, key)
     if args.render:
         render()
