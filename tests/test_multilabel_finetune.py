@@ -121,3 +121,14 @@ def test_drop_path_on_a_backbone_without_residual_blocks_exits_2(capsys) -> None
                  "--option", "drop_path=0.1", "--option", "min_steps=1", "--no-store"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "no drop-path layers" in err, err
+
+
+def test_a_larger_randaugment_magnitude_changes_the_images_more() -> None:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(40, 216, (64, 16, 16, 1), dtype=torch.uint8, generator=generator)  # (64, 16, 16, 1)
+
+    def mean_change(magnitude: int) -> float:
+        out = randaugment_batch(images, magnitude, torch.Generator().manual_seed(0))
+        return float((out.float() - images.float()).abs().mean())
+
+    assert mean_change(2) < mean_change(28)
