@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import methods_table  # noqa: E402
 from methods_table import BATCH_SIZE, CNN_BACKBONE, EPOCHS, ROOT, evaluate_target, last_logged, load_data  # noqa: E402
 
 from pretrainlab.backbones import create_backbone  # noqa: E402
@@ -89,7 +90,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default="", help=f"comma-separated, from random, {', '.join(ROWS)}")
     parser.add_argument("--render", action="store_true", help="write the table into docs/m3i.md")
+    parser.add_argument("--data", type=Path, default=methods_table.DATA,
+                        help=f"the Fashion-MNIST npz (default {methods_table.DATA})")
     args = parser.parse_args()
+    methods_table.DATA = args.data  # load_data reads the module's path (a worktree has no ../shared)
     for row in filter(None, args.rows.split(",")):
         if row != "random" and row not in ROWS:
             sys.exit(f"unknown row {row!r}; valid: random, {', '.join(ROWS)}")
