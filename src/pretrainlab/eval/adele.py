@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from scipy.optimize import OptimizeWarning, curve_fit
 
 from pretrainlab.data.segmentation import IGNORE_INDEX
+from pretrainlab.errors import PretrainlabError
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,24 @@ class AdeleSettings:
     threshold: float = 0.9
     confidence: float = 0.8
     consistency: float = 1.0
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> AdeleSettings:
+        """The defaults, overridden by the dense options adele_threshold, adele_confidence, adele_consistency."""
+        values = {}
+        for name, low, high in (("threshold", 0, 1), ("confidence", 0, 1), ("consistency", 0, float("inf"))):
+            given = options.get(f"adele_{name}")
+            if given is None:
+                continue
+            try:
+                values[name] = float(given)
+            except (TypeError, ValueError):
+                values[name] = float("nan")
+            inside = low < values[name] < high if name != "consistency" else low <= values[name] < high
+            if not inside:
+                bounds = "in (0, 1)" if name != "consistency" else ">= 0"
+                raise PretrainlabError(f"option adele_{name} must be a number {bounds}, got {given!r}")
+        return cls(**values)
 
 
 @dataclass

@@ -163,21 +163,6 @@ def option_flag(options: dict[str, Any], key: str) -> bool:
     return text in ("true", "1", "yes")
 
 
-def adele_settings(options: dict[str, Any]) -> AdeleSettings:
-    values = {}
-    for name, low, high in (("threshold", 0, 1), ("confidence", 0, 1), ("consistency", 0, float("inf"))):
-        if options.get(f"adele_{name}") is None:
-            continue
-        try:
-            values[name] = float(options[f"adele_{name}"])
-        except (TypeError, ValueError):
-            values[name] = float("nan")
-        if not low <= values[name] <= high or (name != "consistency" and values[name] in (0, 1)):
-            bounds = "in (0, 1)" if name != "consistency" else ">= 0"
-            raise PretrainlabError(f"option adele_{name} must be a number {bounds}, got {options[f'adele_{name}']!r}")
-    return AdeleSettings(**values)
-
-
 def training_masks(context: EvalContext, num_classes: int) -> tuple[np.ndarray, dict[str, Any]]:
     """The training masks, corrupted by `mask_noise` when given, and what was done to them."""
     masks, spec = context.source.train.masks, context.options.get("mask_noise")
@@ -221,7 +206,7 @@ def dense_protocol(context: EvalContext) -> list[EvalResult]:
     layer, size = int(context.options.get("layer", -1)), input_size(context)
     settings = TrainingSettings.from_options(context.options, prefix="dense_", **HEAD_DEFAULTS)
     source, num_classes = context.source, num_mask_classes(context.source)
-    adele = adele_settings(context.options) if option_flag(context.options, "adele") else None
+    adele = AdeleSettings.from_options(context.options) if option_flag(context.options, "adele") else None
     masks, noise_record = training_masks(context, num_classes)
     train_maps, test_maps = frozen_maps(context, layer, size)
     with seeded(seed, context.device):
