@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "adele"
 PAGE = ROOT / "docs" / "adele.md"
 BACKBONE_RUN = Path("/work/wt/attack/runs/study/simclr-fm")
-DATA = "composed:npz:/work/shared/data/fashion_mnist.npz:1000"
+DATA = "composed:npz:/work/shared/data/fashion_mnist.npz:500"
 OPTIONS = {"dense_epochs": 20, "seed": 0, "mask_noise_seed": 0}
 
 
