@@ -15,7 +15,7 @@ export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
 cd "$ROOT"
 COMMON=(--methods dino --backbone vit_nano_patch4 --reuse --skip-done
         --option dino:hidden_dim=512 --option dino:bottleneck_dim=128 --option dino:momentum=0.99
-        --option dino:head_batch_norm=false --option dino:train.optimizer=adamw --option dino:train.lr=5e-4
+        --option dino:head_batch_norm=false --option dino:train.optimizer=adamw --option dino:train.lr=0.0005
         --option dino:train.weight_decay=0.04)
 row() {  # TAG, extra options...
   local tag="$1"; shift
@@ -23,8 +23,9 @@ row() {  # TAG, extra options...
     [ -f "bench/results/methods/dino-${tag}.json" ] && return 0
     echo "$(date -u '+%F %T') dino-${tag}: chunk ${chunk} waits for the study lane"
     flock /tmp/pretrainlab-study.lock nice -n 10 env OMP_NUM_THREADS=1 timeout -s TERM 840 \
-      "$PYTHON" bench/methods_table.py "${COMMON[@]}" --tag "$tag" "$@" \
-      || echo "$(date -u '+%F %T') dino-${tag}: chunk ${chunk} stopped (exit $?), resumes next chunk"
+      "$PYTHON" bench/methods_table.py "${COMMON[@]}" --tag "$tag" "$@"
+    local status=$?
+    [ "$status" -eq 0 ] || echo "$(date -u '+%F %T') dino-${tag}: chunk ${chunk} stopped (exit ${status}), resumes next chunk"
   done
 }
 # the patch head's output is 1,024 wide (iBOT's is as wide as the CLS head's): at 4,096 it alone cost ~7 s a step
