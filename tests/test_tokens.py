@@ -115,8 +115,9 @@ def _error_line(capsys: pytest.CaptureFixture) -> str:
 
 
 def test_tokenize_pretrain_eval_and_mismatches(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """tokenize -> mtm on vit_token_nano -> eval; a file of another tokenizer, pixels for a token backbone, codes
-    for a pixel method, and an unknown spec are each one error line with exit 2."""
+    """tokenize -> mtm on test_vit_token -> eval; a pixel-transforming protocol on codes, a file of another
+    tokenizer, pixels for a token backbone, codes for a pixel method, and an unknown spec are each one error line
+    with exit 2."""
     data = tmp_path / "blocks.npz"
     np.savez(data, x_train=block_images(96, 1)[..., 0], y_train=np.arange(96) % 3,
              x_test=block_images(24, 2)[..., 0], y_test=np.arange(24) % 3)
@@ -136,6 +137,8 @@ def test_tokenize_pretrain_eval_and_mismatches(tmp_path: Path, capsys: pytest.Ca
     capsys.readouterr()
     assert main(["eval", str(run), "--data", f"tokens:{tokens}", "--protocol", "knn", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[0])["value"] > 0
+    assert main(["eval", str(run), "--data", f"tokens:{tokens}", "--protocol", "corruption"]) == 2
+    assert "transforms pixels" in _error_line(capsys)
     other = tmp_path / "other.npz"
     assert main(["tokenize", f"npz:{data}", "--out", str(other), *flags, "--seed", "1"]) == 0
     capsys.readouterr()

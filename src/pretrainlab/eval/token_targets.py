@@ -18,3 +18,16 @@ def fit_token_target(target: EvalTarget, source: ImageSource) -> None:
     check_token_pairing(model, target.label, tokenizer, source.spec)
     if tokenizer is not None and target.mean is None:
         target.mean, target.std = (0.0,) * source.channels, (BYTE,) * source.channels
+
+
+# Protocols that only read frozen pooled features of the stored grids; the others transform pixels (crops, flips,
+# corruptions, attacks, random inputs), which on code indices would measure nothing.
+CODE_GRID_PROTOCOLS = ("knn", "linear", "retrieval", "continual", "few_labels_linear")
+
+
+def code_grid_reason(protocol: str, source: ImageSource) -> str | None:
+    """Why `protocol` cannot run on a token file (None: it can, or the source holds pixels)."""
+    if getattr(source, "tokenizer", None) is None or protocol in CODE_GRID_PROTOCOLS:
+        return None
+    return (f"transforms pixels, which the code grids of '{source.spec}' are not; on token files use "
+            f"{', '.join(CODE_GRID_PROTOCOLS)}")
