@@ -148,3 +148,18 @@ class MaskedTokenModeling(Method):
         loss = masked_token_loss(logits, targets, mask, config.label_smoothing)
         accuracy = ((logits.argmax(-1) == targets) & mask).sum() / mask.sum().clamp(min=1)
         return {"loss": loss, "mask_ratio": torch.tensor(ratio), "masked_accuracy": accuracy.detach()}
+
+    @torch.no_grad()
+    def reconstruction_grid(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Code bytes (B, C, h, w) -> (3 B, C_img, H, W) in [0, 1], decoded by the tokenizer: the grids, the grids
+        with hidden cells grey (a 0.55 ratio), and the grids with the predicted codes in the hidden cells."""
+        codes = codes_from_bytes(images)  # (B, h, w)
+        mask = random_cell_mask(codes.shape[0], codes[0].numel(), self.config.mask_ratio_mean, generator,
+                                codes.device)
+        predicted = torch.where(mask, self.decode(self.encode(codes, mask)).argmax(-1), codes.flatten(1))
+        vq = self._tokenizer.vq.to(codes.device)
+        original = vq.decode(codes)  # (B, C_img, H, W)
+        scale = original.shape[-1] // codes.shape[-1]
+        hidden = mask.reshape(codes.shape)[:, None].repeat_interleave(scale, 2).repeat_interleave(scale, 3)
+        masked = torch.where(hidden, torch.full_like(original, 0.5), original)
+        return torch.cat([original, masked, vq.decode(predicted.reshape(codes.shape))])
