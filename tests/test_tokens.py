@@ -128,6 +128,11 @@ def test_tokenize_pretrain_eval_and_mismatches(tmp_path: Path, capsys: pytest.Ca
     summary = json.loads(capsys.readouterr().out)
     assert summary["storage"]["token_grid_bytes"] == 16 and summary["storage"]["pixel_bytes"] == 256
     assert summary["meta"]["images"] == {"train": 96, "test": 24}
+    assert summary["storage"]["file_bytes_per_image"] == pytest.approx(tokens.stat().st_size / 120)
+    with np.load(tokens) as archive:  # what the file holds: one byte per code, the labels, the tokenizer
+        assert archive["codes_train"].dtype == np.uint8 and archive["codes_train"].shape == (96, 4, 4)
+        assert archive["y_test"].tolist() == (np.arange(24) % 3).tolist()
+        assert any(key.startswith("vq/") for key in archive.files)
     run = tmp_path / "run"
     base = ["pretrain", "--data", f"tokens:{tokens}", "--epochs", "1", "--batch-size", "16", "--no-progress",
             "--knn-every", "0", "--option", "decoder_dim=16", "--option", "decoder_depth=1",
