@@ -20,7 +20,7 @@ def _load(path: Path) -> dict | None:
 
 def storage_table(results: Path) -> list[str]:
     lines = ["| data | images | grid x codes (used) | token grid B | packed B | token file B/image | uint8 pixels B | "
-             "JPEG B | pixels / grid | JPEG / grid | held-out PSNR | TokenAdapt agreement |",
+             "JPEG B | pixels / grid | JPEG / grid | held-out PSNR | crop+flip: TokenAdapt / resampling |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, label in (("fashion", "Fashion-MNIST 28 px grey"), ("cifar", "CIFAR-10 (JPEG q75) 32 px RGB")):
         summary = _load(results / f"tokenize-{name}.json")
@@ -33,7 +33,8 @@ def storage_table(results: Path) -> list[str]:
             f"({meta['codes_used']}) | {s['token_grid_bytes']} | {s['packed_grid_bytes']:g} | "
             f"{s['file_bytes_per_image']:.1f} | {s['pixel_bytes']:,} | {s['jpeg_bytes']:.0f} | "
             f"{s['pixels_over_tokens']:.1f}x | {s['jpeg_over_tokens']:.1f}x | "
-            f"{meta['reconstruction']['psnr_db']:.1f} dB | {meta['token_adapt_agreement']:.1f} % |")
+            f"{meta['reconstruction']['psnr_db']:.1f} dB | {meta['token_adapt_agreement']:.1f} % / "
+            f"{meta['grid_resampling_agreement']:.1f} % |")
     return lines
 
 

@@ -157,3 +157,14 @@ def test_tokenize_pretrain_eval_and_mismatches(tmp_path: Path, capsys: pytest.Ca
     assert "scramble code grids" in _error_line(capsys)
     assert main(["tokenize", "nosuchkind:x", "--out", str(tmp_path / "t.npz")]) == 2
     assert "unknown dataset kind" in _error_line(capsys)
+
+
+def test_grid_resampling_baseline_crops_and_flips_the_grid() -> None:
+    from pretrainlab.data.tokens.training import nearest_resample
+
+    codes = torch.arange(16).reshape(1, 4, 4)
+    whole = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
+    assert torch.equal(nearest_resample(codes, whole, torch.tensor([False])), codes)
+    assert torch.equal(nearest_resample(codes, whole, torch.tensor([True])), codes.flip(-1))
+    corner = nearest_resample(codes, torch.tensor([[0.5, 0.5, 1.0, 1.0]]), torch.tensor([False]))
+    assert corner.tolist() == [[[10, 10, 11, 11], [10, 10, 11, 11], [14, 14, 15, 15], [14, 14, 15, 15]]]

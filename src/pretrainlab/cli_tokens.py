@@ -32,7 +32,8 @@ def run_tokenize(args: argparse.Namespace) -> int:
     print(f"wrote {summary['out']}: {sum(meta['images'].values())} images as {grid[0]}x{grid[1]} grids of "
           f"{meta['codebook_size']} codes ({meta['codes_used']} used), tokenizer {meta['tokenizer_id']}")
     print(f"held-out reconstruction: PSNR {meta['reconstruction']['psnr_db']:.1f} dB (MSE "
-          f"{meta['reconstruction']['mse']:.4f}); TokenAdapt agreement {meta['token_adapt_agreement']:.1f} %")
+          f"{meta['reconstruction']['mse']:.4f}); augmented tokens matching the augmented image's: TokenAdapt "
+          f"{meta['token_adapt_agreement']:.1f} %, resampling the grid {meta['grid_resampling_agreement']:.1f} %")
     print(f"bytes per image: token grid {storage['token_grid_bytes']} (packed {storage['packed_grid_bytes']:g}), "
           f"file {storage['file_bytes_per_image']:.1f}, uint8 pixels {storage['pixel_bytes']}, JPEG "
           f"{storage['jpeg_bytes']:.1f} ({storage['jpeg_source']})")
