@@ -2,8 +2,8 @@
 
 Steps (each skips what is already done, so the study resumes; run them one at a time in the study lane):
 - `tokenize`: a 256-code VQ-VAE (downsample 2: 7x7 grids) trained on a class-balanced 10,000-image subset of
-  Fashion-MNIST's training split, all 70,000 images encoded; the same for CIFAR-10 (JPEG q75, 8x8 grids), for
-  its storage figures against the JPEG files.
+  Fashion-MNIST's training split, all 70,000 images encoded; `tokenize_cifar`: the same for CIFAR-10 (JPEG q75,
+  8x8 grids), for its storage figures against the JPEG files.
 - `mtm`, `mtm_noaug`: masked token modelling on the Fashion-MNIST token file (vit_token_nano), with TokenAdapt and
   ColorAdapt (the recipe's 0.5 / 0.25) and without them.
 - `mae`: MAE on the pixels of the same 10,000 images at the same budget (vit_nano_patch4 at 28 px: the same
@@ -12,9 +12,8 @@ Steps (each skips what is already done, so the study resumes; run them one at a 
   2,000 test images of the evaluated data, seed 0), rows in bench/results/tokens/.
 - `render`: docs/token_datasets.md's tables from the rows.
 
-    python bench/token_study.py --steps tokenize
-    python bench/token_study.py --steps mtm,mtm_noaug,mae --epochs 5
-    python bench/token_study.py --steps eval,render
+    python bench/token_study.py --steps tokenize,mtm,mae,eval,render --epochs 3
+    python bench/token_study.py --steps tokenize_cifar,mtm_noaug,eval,render --epochs 3
 """
 
 from __future__ import annotations
@@ -48,13 +47,12 @@ PRETRAIN = {  # name: (data, method, backbone, extra flags)
 }
 
 
-def tokenize_step() -> None:
-    for name, spec in (("fashion", FASHION), ("cifar", CIFAR)):
-        if TOKENS[name].exists():
-            continue
-        summary = tokenize_dataset(spec, TOKENS[name], TokenizeConfig(seed=SEED), max_train=TRAIN_IMAGES)
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / f"tokenize-{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
+def tokenize_step(name: str) -> None:
+    if TOKENS[name].exists():
+        return
+    spec = {"fashion": FASHION, "cifar": CIFAR}[name]
+    summary = tokenize_dataset(spec, TOKENS[name], TokenizeConfig(seed=SEED), max_train=TRAIN_IMAGES)
+    (RESULTS / f"tokenize-{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
 
 
 def pretrain_step(name: str, epochs: int, batch_size: int) -> None:
@@ -92,7 +90,8 @@ def eval_step() -> None:
 
 def main_study() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", required=True, help="comma list: tokenize, mtm, mtm_noaug, mae, eval, render")
+    parser.add_argument("--steps", required=True,
+                        help="comma list: tokenize, tokenize_cifar, mtm, mtm_noaug, mae, eval, render")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
@@ -100,7 +99,9 @@ def main_study() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     for step in args.steps.split(","):
         if step == "tokenize":
-            tokenize_step()
+            tokenize_step("fashion")
+        elif step == "tokenize_cifar":
+            tokenize_step("cifar")
         elif step in PRETRAIN:
             pretrain_step(step, args.epochs, args.batch_size)
         elif step == "eval":
