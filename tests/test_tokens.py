@@ -155,6 +155,8 @@ def test_tokenize_pretrain_eval_and_mismatches(tmp_path: Path, capsys: pytest.Ca
     assert "takes code grids" in _error_line(capsys)
     assert main([*base[:-6], "--method", "simclr", "--backbone", "test_vit_token", "--out", str(tmp_path / "s")]) == 2
     assert "scramble code grids" in _error_line(capsys)
+    assert main(["eval", str(run), "--data", f"tokens:{data}", "--protocol", "knn"]) == 2
+    assert "not a token file" in _error_line(capsys)  # an image npz is no token file
     assert main(["tokenize", "nosuchkind:x", "--out", str(tmp_path / "t.npz")]) == 2
     assert "unknown dataset kind" in _error_line(capsys)
 
