@@ -1,14 +1,14 @@
 """Storage-efficient token datasets (SeiT++, arXiv 2312.10105), measured on Fashion-MNIST (and CIFAR-10 storage).
 
 Steps (each skips what is already done, so the study resumes; run them one at a time in the study lane):
-- `tokenize`: a 256-code VQ-VAE (downsample 2: 7x7 grids) trained on a class-balanced 10,000-image subset of
+- `tokenize`: a 256-code VQ-VAE (downsample 2: 7x7 grids) trained on a class-balanced 5,000-image subset of
   Fashion-MNIST's training split, all 70,000 images encoded; `tokenize_cifar`: the same for CIFAR-10 (JPEG q75,
   8x8 grids), for its storage figures against the JPEG files.
 - `mtm`, `mtm_noaug`: masked token modelling on the Fashion-MNIST token file (vit_token_nano), with TokenAdapt and
   ColorAdapt (the recipe's 0.5 / 0.25) and without them.
-- `mae`: MAE on the pixels of the same 10,000 images at the same budget (vit_nano_patch4 at 28 px: the same
+- `mae`: MAE on the pixels of the same 5,000 images at the same budget (vit_nano_patch4 at 28 px: the same
   encoder width and depth and the same 49-token sequence).
-- `eval`: kNN and linear top-1 of every run and of both random inits (gauntlet, class-balanced 10,000 train /
+- `eval`: kNN and linear top-1 of every run and of both random inits (gauntlet, class-balanced 5,000 train /
   2,000 test images of the evaluated data, seed 0), rows in bench/results/tokens/.
 - `render`: docs/token_datasets.md's tables from the rows.
 
@@ -39,7 +39,8 @@ RUNS = ROOT / "runs" / "token_study"
 RESULTS = ROOT / "bench" / "results" / "tokens"
 DOC = ROOT / "docs" / "token_datasets.md"
 TOKENS = {"fashion": RUNS / "fashion_mnist_k256.npz", "cifar": RUNS / "cifar10_k256.npz"}
-TRAIN_IMAGES, EVAL_TRAIN, EVAL_TEST, SEED = 10_000, 10_000, 2_000, 0
+TRAIN_IMAGES, EVAL_TRAIN, EVAL_TEST, SEED = 5_000, 5_000, 2_000, 0
+VQ_STEPS, ADAPT_STEPS = 600, 200  # a CPU budget: the study lane is shared by every helper
 PRETRAIN = {  # name: (data, method, backbone, extra flags)
     "mtm": ("tokens", "mtm", "vit_token_nano", []),
     "mtm_noaug": ("tokens", "mtm", "vit_token_nano", ["--option", "token_adapt_p=0", "--option", "color_adapt_p=0"]),
@@ -51,7 +52,8 @@ def tokenize_step(name: str) -> None:
     if TOKENS[name].exists():
         return
     spec = {"fashion": FASHION, "cifar": CIFAR}[name]
-    summary = tokenize_dataset(spec, TOKENS[name], TokenizeConfig(seed=SEED), max_train=TRAIN_IMAGES)
+    config = TokenizeConfig(vq_steps=VQ_STEPS, adapt_steps=ADAPT_STEPS, seed=SEED)
+    summary = tokenize_dataset(spec, TOKENS[name], config, max_train=TRAIN_IMAGES)
     (RESULTS / f"tokenize-{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
 
 
