@@ -6,6 +6,13 @@ separately and the table in docs/methods.md is rendered from whatever rows exist
     python bench/methods_table.py --methods simclr,rotnet,mae     # measure these rows
     python bench/methods_table.py --random                        # the random-init rows
     python bench/methods_table.py --render                        # write docs/methods.md
+    python bench/methods_table.py --methods simclr --epochs 50 --seed 1 --reuse --skip-done   # a longer budget
+
+Rows at the table's own budget (EPOCHS epochs, seed 0) are RESULTS/NAME.json; any other budget or seed is
+RESULTS/epochsE/NAME-seedS.json with its run folder runs/bench-methods/epochsE/NAME-seedS, so a longer or
+reseeded run never overwrites a table row. `--reuse` resumes a killed run from its last checkpoint and
+`--skip-done` skips a row whose result file exists, which makes a queue of rows resumable
+(bench/methods_budget_queue.sh); `--render` also writes the longer budgets' table (bench/methods_budget.py).
 
 The budget (identical for every row): a fixed stratified subset of TRAIN_IMAGES Fashion-MNIST training
 images for pre-training, EPOCHS epochs of BATCH_SIZE, each method's own recipe for optimiser and
@@ -26,19 +33,25 @@ from pathlib import Path
 import torch
 import yaml
 
-from pretrainlab.backbones import create_backbone
-from pretrainlab.data import load_source
-from pretrainlab.data.source import ImageSource
-from pretrainlab.data.splits import stratified_indices
-from pretrainlab.eval import EvalContext, EvalTarget, evaluate
-from pretrainlab.eval.target import load_run_target
-from pretrainlab.methods import METHODS
-from pretrainlab.pipeline import build_run_config, pretrain, saved_run_config
-from pretrainlab.train.checkpoint import checkpoint_path
-from pretrainlab.train.config import RunConfig
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench.` imports when run as a script
+
+from bench.methods_budget import render_budgets  # noqa: E402
+from pretrainlab.backbones import create_backbone  # noqa: E402
+from pretrainlab.data import load_source  # noqa: E402
+from pretrainlab.data.source import ImageSource  # noqa: E402
+from pretrainlab.data.splits import stratified_indices  # noqa: E402
+from pretrainlab.eval import EvalContext, EvalTarget, evaluate  # noqa: E402
+from pretrainlab.eval.target import load_run_target  # noqa: E402
+from pretrainlab.methods import METHODS  # noqa: E402
+from pretrainlab.pipeline import build_run_config, pretrain, saved_run_config  # noqa: E402
+from pretrainlab.train.checkpoint import checkpoint_path  # noqa: E402
+from pretrainlab.train.config import RunConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data" / "fashion_mnist.npz"
+# the offline copy beside the checkout (/work/shared for /work/main, one level up for a worktree in /work/wt/NAME)
+DATA = next((path for path in (ROOT.parent / "shared" / "data" / "fashion_mnist.npz",
+                               ROOT.parent.parent / "shared" / "data" / "fashion_mnist.npz") if path.exists()),
+            ROOT.parent / "shared" / "data" / "fashion_mnist.npz")
 RESULTS = ROOT / "bench" / "results" / "methods"
 TABLE = ROOT / "docs" / "methods.md"
 TRAIN_IMAGES = 10_000
@@ -65,16 +78,29 @@ def evaluate_target(target: EvalTarget, source: ImageSource) -> dict[str, float]
     return {"knn_top1": knn.value, "knn_k": knn.settings["k"], "linear_top1": linear.value}
 
 
+def row_key(name: str, tag: str = "", epochs: int = EPOCHS, seed: int = 0) -> str:
+    """The row's path under RESULTS (without .json) and under runs/bench-methods: the table's own budget
+    keeps its plain name; another budget or seed goes to its own folder, so it never overwrites a table row."""
+    stem = file_name(name) + (f"-{tag}" if tag else "")
+    return stem if (epochs, seed) == (EPOCHS, 0) else f"epochs{epochs}/{stem}-seed{seed}"
+
+
 def measure_method(name: str, full: ImageSource, subset: ImageSource, options: dict, epochs: int,
-                   reuse: bool = False, tag: str = "") -> dict:
+                   reuse: bool = False, tag: str = "", seed: int = 0, backbone: str | None = None) -> dict:
     """Pre-trains and evaluates one row. With `reuse`, a finished run folder of the same configuration is only
-    evaluated and an interrupted one resumed; its seconds per epoch are then left for bench/methods_speed.py."""
+    evaluated and an interrupted one resumed; its seconds per epoch are then left for bench/methods_speed.py.
+
+    `options` are method options, and training settings as "train.KEY" (e.g. train.optimizer=adamw);
+    `backbone` replaces the table's choice (tinycnn, or vit_nano_patch4 for methods that need tokens).
+    """
     method_class = METHODS.get(name)
-    backbone = VIT_BACKBONE if method_class.needs_tokens else CNN_BACKBONE
-    out = ROOT / "runs" / "bench-methods" / (file_name(name) + (f"-{tag}" if tag else ""))
+    backbone = backbone or (VIT_BACKBONE if method_class.needs_tokens else CNN_BACKBONE)
+    out = ROOT / "runs" / "bench-methods" / row_key(name, tag, epochs, seed)
+    train = {key.removeprefix("train."): value for key, value in options.items() if key.startswith("train.")}
     config = build_run_config(
         name, {"backbone": backbone, "data": full.spec, "out": str(out)},
-        {"epochs": epochs, "batch_size": BATCH_SIZE, "warmup_epochs": 1.0, "knn_every": 0}, options,
+        {"epochs": epochs, "batch_size": BATCH_SIZE, "warmup_epochs": 1.0, "knn_every": 0, "seed": seed, **train},
+        {key: value for key, value in options.items() if not key.startswith("train.")},
     )
     started = time.perf_counter()
     finished, interrupted = (out / "backbone.safetensors").exists(), checkpoint_path(out).exists()
@@ -88,7 +114,7 @@ def measure_method(name: str, full: ImageSource, subset: ImageSource, options: d
             shutil.rmtree(out)
         summary = pretrain(config, source=subset, show_progress=False)
         seconds_per_epoch = (time.perf_counter() - started) / epochs
-    row = {"method": name, "backbone": backbone, "epochs": epochs, "train_images": len(subset.train),
+    row = {"method": name, "backbone": backbone, "epochs": epochs, "seed": seed, "train_images": len(subset.train),
            "seconds_per_epoch": seconds_per_epoch, "final_loss": summary["final_loss"], "options": options,
            "reconstruction_loss": last_logged(out, "reconstruction_loss"),
            **evaluate_target(load_run_target(out), full)}
@@ -127,9 +153,12 @@ def measure_random(full: ImageSource) -> list[dict]:
 
 
 def write_row(row: dict, key: str) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{key}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     row["measured"] = time.strftime("%Y-%m-%d %H:%M")
-    (RESULTS / f"{key}.json").write_text(json.dumps(row, indent=2))
+    temporary = path.with_suffix(".json.tmp")  # a killed write never leaves a torn row that --skip-done trusts
+    temporary.write_text(json.dumps(row, indent=2))
+    temporary.replace(path)
     print(json.dumps(row))
 
 
@@ -174,6 +203,9 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true",
                         help="evaluate a finished run folder of the same configuration, resume an interrupted one")
     parser.add_argument("--tag", default="", help="suffix of the row's file name (variants of one method)")
+    parser.add_argument("--seed", type=int, default=0, help="pre-training seed (the subset stays seed 0's)")
+    parser.add_argument("--backbone", help="replaces the table's backbone (e.g. a ViT row of a CNN method)")
+    parser.add_argument("--skip-done", action="store_true", help="skip a row whose result file already exists")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if args.methods or args.random:
@@ -188,10 +220,16 @@ def main() -> None:
                 method, _, key = assignment.rpartition(":")  # METHOD may hold ':' itself (compose:a+b)
                 if method == name:
                     options[key] = yaml.safe_load(value)
-            row = measure_method(name, full, subset, options, args.epochs, args.reuse, args.tag)
-            write_row(row, file_name(name) + (f"-{args.tag}" if args.tag else ""))
+            key = row_key(name, args.tag, args.epochs, args.seed)
+            if args.skip_done and (RESULTS / f"{key}.json").exists():
+                print(f"{key}: done, skipped")
+                continue
+            row = measure_method(name, full, subset, options, args.epochs, args.reuse, args.tag, args.seed,
+                                 args.backbone)
+            write_row(row, key)
     if args.render:
         render()
+        render_budgets(RESULTS, TABLE, EPOCHS)
 
 
 if __name__ == "__main__":

@@ -83,15 +83,27 @@ def setup_distributed(timeout_seconds: float = 1800.0) -> None:
     torch.distributed.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_seconds))
 
 
+def named_recipe(recipe: Path) -> Path:
+    """A recipe file, or the name of a packaged recipe (`--recipe mae_small_data` is recipes/mae_small_data.yaml)."""
+    if Path(recipe).is_file():
+        return Path(recipe)
+    packaged = resources.files("pretrainlab") / "recipes" / f"{Path(recipe).name}.yaml"
+    if Path(recipe).name == str(recipe) and packaged.is_file():
+        return Path(str(packaged))
+    names = sorted(entry.name.removesuffix(".yaml") for entry in (resources.files("pretrainlab") / "recipes").iterdir()
+                   if entry.name.endswith(".yaml"))
+    raise PretrainlabError(f"recipe file not found: {recipe} (a file, or a packaged recipe name: {', '.join(names)})")
+
+
 def recipe_values(method: str, recipe: Path | None = None) -> dict[str, Any]:
-    """The YAML recipe: `recipe` if given, else the packaged `recipes/METHOD.yaml` when there is one.
+    """The YAML recipe: `recipe` (a file or a packaged recipe's name) if given, else the packaged
+    `recipes/METHOD.yaml` when there is one.
 
     A composition (`compose:a+b`) uses the packaged recipes/compose.yaml when that file is written for it.
     """
     METHODS.get(method)  # unknown names fail here, with the valid ones listed
     if recipe is not None:
-        if not Path(recipe).is_file():
-            raise PretrainlabError(f"recipe file not found: {recipe}")
+        recipe = named_recipe(recipe)
         text = Path(recipe).read_text()
     else:
         packaged = resources.files("pretrainlab") / "recipes" / f"{method.partition(':')[0]}.yaml"

@@ -76,3 +76,15 @@ def class_balanced_subset(labels: np.ndarray, fraction: float, seed: int,
                                    f"{fraction_label(1 / len(members))}")
         chosen.append(order[:count])
     return np.sort(np.concatenate(chosen))
+
+
+def random_fraction_subset(count: int, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of round(fraction * count) of `count` images (at least 2), nested across fractions for a seed.
+
+    For multi-label data, where no single class defines a balance to keep: one permutation per seed, and a
+    fraction takes its first images, so with one seed the 1 % subset lies inside the 10 % one.
+    """
+    if not 0 < fraction <= 1:
+        raise PretrainlabError(f"a label fraction must be in (0, 1], got {fraction}")
+    order = np.random.default_rng(seed).permutation(count)
+    return np.sort(order[: max(2, int(np.floor(fraction * count + 0.5)))])

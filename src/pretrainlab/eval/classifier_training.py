@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pretrainlab.data.randaugment import randaugment_batch
 from pretrainlab.data.views import ViewSpec, make_views, resize_for_eval, to_float
 from pretrainlab.errors import PretrainlabError, unknown_name_message
 from pretrainlab.eval.features import match_channels
@@ -97,9 +98,10 @@ class ImageInputs:
     """uint8 images (N, H, W, C) served as normalised float batches on the device, augmented for training."""
 
     def __init__(self, images: np.ndarray, in_chans: int, img_size: int, mean: torch.Tensor, std: torch.Tensor,
-                 device: torch.device, view: ViewSpec) -> None:
+                 device: torch.device, view: ViewSpec, randaugment: int | None = None) -> None:
         self.images, self.in_chans, self.img_size, self.device, self.view = images, in_chans, img_size, device, view
         self.mean, self.std = mean.to(device), std.to(device)
+        self.randaugment = randaugment  # a RandAugment magnitude for training batches; None: none
 
     def __len__(self) -> int:
         return len(self.images)
@@ -109,8 +111,11 @@ class ImageInputs:
         return match_channels(chunk, self.in_chans).to(self.device)
 
     def train_batch(self, indices: np.ndarray, generator: torch.Generator) -> torch.Tensor:
-        """(B, C, S, S) augmented views of images `indices`."""
-        return make_views(to_float(self._uint8(indices)), self.view, generator, self.mean, self.std).images
+        """(B, C, S, S) augmented views of images `indices` (RandAugment first, on the uint8 images, when set)."""
+        images = self._uint8(indices)  # (B, H, W, C) uint8
+        if self.randaugment is not None:
+            images = randaugment_batch(images, self.randaugment, generator)
+        return make_views(to_float(images), self.view, generator, self.mean, self.std).images
 
     def eval_batch(self, indices: np.ndarray) -> torch.Tensor:
         return resize_for_eval(self._uint8(indices), self.img_size, self.mean, self.std)
@@ -201,12 +206,14 @@ def plan_steps(num_examples: int, settings: TrainingSettings) -> tuple[int, int,
 
 def fit(model: nn.Module, inputs: ImageInputs | FeatureInputs, loss_function: LossFunction,
         settings: TrainingSettings, device: torch.device, seed: int,
-        groups: list[dict[str, Any]] | None = None) -> list[float]:
+        groups: list[dict[str, Any]] | None = None,
+        on_epoch_end: Callable[[int], None] | None = None) -> list[float]:
     """Trains `model` in place (train mode: BatchNorm uses batch statistics); returns the mean loss of each epoch.
 
     Args:
         groups: optimiser parameter groups (e.g. with `lr_scale` for layer-wise decay); default: all of
             `model`'s trainable parameters, weight decay on matrices only.
+        on_epoch_end: called with the epoch number (1, 2, ...) after each epoch (ADELE's label correction).
     """
     batch_size, steps_per_epoch, epochs = plan_steps(len(inputs), settings)
     total_steps = epochs * steps_per_epoch
@@ -217,7 +224,7 @@ def fit(model: nn.Module, inputs: ImageInputs | FeatureInputs, loss_function: Lo
     model.to(device).train()
     epoch_losses, step = [], 0
     with seeded(seed, device):
-        for _ in range(epochs):
+        for epoch in range(1, epochs + 1):
             permutation, total = order_rng.permutation(len(inputs)), 0.0
             for batch in range(steps_per_epoch):
                 indices = permutation[batch * batch_size : (batch + 1) * batch_size]
@@ -230,6 +237,8 @@ def fit(model: nn.Module, inputs: ImageInputs | FeatureInputs, loss_function: Lo
                 total += float(loss.detach())
                 step += 1
             epoch_losses.append(total / steps_per_epoch)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch)
     if not all(math.isfinite(value) for value in epoch_losses):
         raise PretrainlabError(f"training diverged (loss {epoch_losses[-1]}); lower the learning rate "
                                f"(lr={settings.lr})")

@@ -8,7 +8,10 @@ the evaluated target is never modified. Any `target.backbone` works, including t
 of a SimCLRv2 projection head wrapped as a backbone (`RUN@head.1`, arXiv 2006.10029, section 2).
 
 Options: epochs, lr, batch_size, optimizer (adamw | sgd), weight_decay, layer_decay, min_steps,
-crop_min_scale, flip_p, seed.
+crop_min_scale, flip_p, seed; and the two regularisers the medical MAE study (arXiv 2210.12843) finds
+significant beside layer-wise decay: `randaugment` (a RandAugment magnitude 0-30 on the training
+images, data/randaugment.py; unset: none) and `drop_path` (stochastic depth up to this rate in the
+copy being fine-tuned, eval/drop_path.py; default 0).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pretrainlab.data.randaugment import check_magnitude
 from pretrainlab.eval.classifier_training import (
     Classifier,
     ImageInputs,
@@ -31,12 +35,13 @@ from pretrainlab.eval.classifier_training import (
     seeded,
     top1,
 )
+from pretrainlab.eval.drop_path import check_rate, with_drop_path
 from pretrainlab.eval.features import normalisation
-from pretrainlab.eval.layer_decay import default_layer_decay, layer_decay_groups
+from pretrainlab.eval.layer_decay import check_layer_decay, default_layer_decay, layer_decay_groups
 from pretrainlab.eval.protocols import EvalContext
 
-# The options FineTuning reads: the training settings and the layer-wise learning-rate decay.
-FINETUNE_OPTIONS = (*TrainingSettings.option_names(), "layer_decay")
+# The options FineTuning reads: the training settings, layer-wise learning-rate decay, RandAugment, drop-path.
+FINETUNE_OPTIONS = (*TrainingSettings.option_names(), "layer_decay", "randaugment", "drop_path")
 
 
 class FineTuning:
@@ -52,20 +57,24 @@ class FineTuning:
         self.settings = TrainingSettings.from_options(context.options, **defaults)
         backbone = context.target.backbone
         given = context.options.get("layer_decay")
-        self.layer_decay = float(given) if given is not None else default_layer_decay(backbone)
+        self.layer_decay = check_layer_decay(given) if given is not None else default_layer_decay(backbone)
+        magnitude = context.options.get("randaugment")
+        self.randaugment = check_magnitude(magnitude) if magnitude is not None else None
+        self.drop_path = check_rate(context.options.get("drop_path", 0.0))
         self.mean, self.std = normalisation(context.target, context.source.train.images)
-        labels = [context.source.train.labels, context.source.test.labels]
-        self.num_classes = max(context.source.num_classes, max(int(part.max()) for part in labels) + 1)
+        labels = [part.labels for part in (context.source.train, context.source.test) if part.labels is not None]
+        self.num_classes = max([context.source.num_classes, *(int(part.max()) + 1 for part in labels)])
 
     def inputs(self, images: np.ndarray) -> ImageInputs:
         target = self.context.target
         return ImageInputs(images, target.in_chans, target.img_size, self.mean, self.std, self.context.device,
-                           self.settings.view(target.img_size))
+                           self.settings.view(target.img_size), self.randaugment)
 
-    def new_model(self, seed: int) -> Classifier:
-        """A deep copy of the target's backbone with a fresh head initialised by `seed`."""
+    def new_model(self, seed: int, num_outputs: int | None = None) -> Classifier:
+        """A copy of the target's backbone (with drop-path when asked) and a fresh head initialised by `seed`."""
+        backbone = with_drop_path(copy.deepcopy(self.context.target.backbone), self.drop_path)
         with seeded(seed, self.context.device):
-            return Classifier(copy.deepcopy(self.context.target.backbone), self.num_classes)
+            return Classifier(backbone, num_outputs or self.num_classes)
 
     def train(self, model: Classifier, images: np.ndarray, loss: LossFunction, seed: int) -> list[float]:
         groups = layer_decay_groups(model, self.settings.weight_decay, self.layer_decay)
@@ -85,7 +94,9 @@ class FineTuning:
         """The settings a result needs to be interpreted, with the epochs actually run on `num_examples`."""
         batch_size, steps_per_epoch, epochs = plan_steps(num_examples, self.settings)
         settings = self.settings
+        randaugment = f", RandAugment magnitude {self.randaugment}" if self.randaugment is not None else ""
         return {"epochs": epochs, "steps": epochs * steps_per_epoch, "batch_size": batch_size, "lr": settings.lr,
                 "optimizer": settings.optimizer, "weight_decay": settings.weight_decay,
                 "layer_decay": self.layer_decay, "schedule": f"warm-up {settings.warmup_fraction:.0%} + cosine",
-                "augmentation": f"crop scale ({settings.crop_min_scale}, 1), flip p={settings.flip_p}"}
+                "augmentation": f"crop scale ({settings.crop_min_scale}, 1), flip p={settings.flip_p}{randaugment}",
+                "randaugment": self.randaugment, "drop_path": self.drop_path}

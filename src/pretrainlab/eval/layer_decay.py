@@ -57,13 +57,23 @@ def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
     return ids, top
 
 
+def check_layer_decay(value: object) -> float:
+    """`value` as a decay factor in (0, 1], else PretrainlabError."""
+    try:
+        decay = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        decay = float("nan")
+    if isinstance(value, bool) or not 0 < decay <= 1:
+        raise PretrainlabError(f"layer_decay must be a number in (0, 1] (1: no decay; MAE uses 0.75), got {value!r}")
+    return decay
+
+
 def layer_decay_groups(model: nn.Module, weight_decay: float, layer_decay: float) -> list[dict[str, Any]]:
     """Optimiser groups with `lr_scale` = layer_decay ** (top - layer); no weight decay on biases, norms, tokens.
 
     `train.optim.set_learning_rate` multiplies each group's learning rate by its `lr_scale`.
     """
-    if not 0 < layer_decay <= 1:
-        raise PretrainlabError(f"layer_decay must be in (0, 1], got {layer_decay}")
+    check_layer_decay(layer_decay)
     ids, top = layer_ids(model)
     groups: dict[tuple[int, bool], dict[str, Any]] = {}
     for name, parameter in model.named_parameters():
