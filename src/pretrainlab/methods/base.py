@@ -29,6 +29,7 @@ class MethodContext:
     num_classes: int = 0
     dataset_size: int = 0
     captions: tuple[str, ...] = ()  # the training split's captions (image-text sources), to build tokenizers
+    tokenizer: Any = None  # a token file's Tokenizer (data/tokens) when the data are code grids (`tokens:PATH`)
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,8 @@ class Method(nn.Module):
     # caption methods (clip, gpt4image) were checked to shard (bench/fsdp_vs_ddp_methods.py, docs/scale.md).
     fsdp_unsupported: ClassVar[str] = ""
     needs_captions: ClassVar[bool] = False  # True: trains on image-caption pairs (Batch.extra["captions"])
+    # True: trains on code grids (`--data tokens:PATH`) and only on them; pixel views would scramble code indices.
+    takes_code_grids: ClassVar[bool] = False
     # Options that make a tiny, fast instance for the registry-driven tests (small heads, few prototypes).
     example_options: ClassVar[dict[str, Any]] = {}
 
@@ -124,6 +127,12 @@ class Method(nn.Module):
         if self.needs_captions and not context.captions:
             raise PretrainlabError(f"method '{self.name}' trains on image-caption pairs; use --data captions:PATH "
                                    "(CSV/JSONL) or captions:SPEC (synthetic captions, e.g. captions:composed:builtin)")
+        if (context.tokenizer is not None) != self.takes_code_grids:
+            takers = ", ".join(name for name in METHODS.names() if METHODS.get(name).takes_code_grids)
+            raise PretrainlabError(f"method '{self.name}' trains on code grids (--data tokens:PATH) only"
+                                   if self.takes_code_grids else
+                                   f"method '{self.name}' makes pixel views, which scramble code grids; on "
+                                   f"--data tokens:PATH use {takers}")
         self.backbone = backbone
         self.config = config
         self.context = context

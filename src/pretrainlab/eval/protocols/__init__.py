@@ -22,6 +22,7 @@ from pretrainlab.eval.features import extract_features, normalisation
 from pretrainlab.eval.knn import as_labels
 from pretrainlab.eval.record import EvalResult
 from pretrainlab.eval.target import EvalTarget
+from pretrainlab.eval.token_targets import code_grid_reason
 from pretrainlab.registry import Registry
 
 
@@ -119,6 +120,8 @@ def check_options(protocols: Iterable[str], options: Mapping[str, Any]) -> None:
 
 def skip_reason(protocol: str, source: ImageSource) -> str | None:
     """Why protocol `protocol` cannot run on `source`, or None when it can."""
+    if (reason := code_grid_reason(protocol, source)) is not None:
+        return reason
     return getattr(PROTOCOLS.get(protocol), "applies_to", needs_labels)(source)
 
 
@@ -126,6 +129,8 @@ def evaluate(context: EvalContext, protocol: str) -> list[EvalResult]:
     """Runs protocol `protocol` (its seed, if any, is `context.options["seed"]`) if the source has what it needs."""
     run = PROTOCOLS.get(protocol)
     check = getattr(run, "applies_to", None)
+    if (reason := code_grid_reason(protocol, context.source)) is not None:
+        raise PretrainlabError(f"protocol '{protocol}' {reason}")
     if check is None:
         context.source.require_labels(f"protocol '{protocol}'")
     elif (reason := check(context.source)) is not None:
