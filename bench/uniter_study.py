@@ -4,6 +4,7 @@ at the same budget and against random init, on SYNTHETIC captions of composed di
     python bench/uniter_study.py --step train --stop-after 160   # pre-train in resumable chunks
     python bench/uniter_study.py --step train                    # ... to the end (20 epochs)
     python bench/uniter_study.py --step eval                     # every row; bench/results/uniter/eval.json
+    python bench/uniter_study.py --step all                      # train to the end, then evaluate
 
 Budget and data are those of bench/vision_language.py's CLIP run (tinycnn, 28 px, 20 epochs, batch 128,
 AdamW lr 4e-3, 1 warm-up epoch, seed 0, captions:composed:builtin:2000), so that run is the CLIP row:
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pretrainlab.pipeline import build_run_config, evaluate_backbone, pretrain, untrained_run
+from pretrainlab.train.loop import TrainingInterrupted
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "runs" / "uniter"
@@ -48,7 +50,10 @@ def train(stop_after: int) -> None:
         return
     started = time.perf_counter()
     resume = (RUNS / "uniter" / "checkpoints" / "last.pt").exists()
-    pretrain(run_config("uniter", stop_after), resume=resume, show_progress=False)
+    try:
+        pretrain(run_config("uniter", stop_after), resume=resume, show_progress=False)
+    except TrainingInterrupted as stopped:  # --stop-after: the chunk ends with a checkpoint to resume from
+        print(stopped, flush=True)
     print(f"uniter: {time.perf_counter() - started:.0f} s this chunk", flush=True)
 
 
@@ -79,12 +84,13 @@ def evaluate(clip_run: Path) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--step", choices=("train", "eval"), required=True)
+    parser.add_argument("--step", choices=("train", "eval", "all"), required=True)
     parser.add_argument("--stop-after", type=int, default=0, help="train: stop (resumably) after this many steps")
     parser.add_argument("--clip", type=Path, default=ROOT / "runs" / "vision_language" / "clip")
     args = parser.parse_args()
-    if args.step == "train":
+    if args.step in ("train", "all"):
         train(args.stop_after)
+    if args.step == "train":
         return
     started = time.perf_counter()
     rows = evaluate(args.clip)

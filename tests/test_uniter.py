@@ -140,3 +140,24 @@ def test_bad_input_is_one_line_exit_2(argv: list[str], message: str, tmp_path: P
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+
+
+def test_a_uniter_run_is_scored_by_its_itm_head(tmp_path: Path) -> None:
+    from pretrainlab.backbones.text.cross_modal import CROSS_MODAL_FILE, load_cross_modal
+    from pretrainlab.data import load_source
+    from pretrainlab.pipeline import build_run_config, evaluate_backbone, pretrain
+
+    source = load_source("captions:composed:builtin:40")
+    train = {"epochs": 1, "batch_size": 16, "seed": 0, "log_every": 100}
+    options = {"width": 16, "depth": 1, "heads": 2, "ot_iterations": 5}
+    config = build_run_config("uniter", {"backbone": "tinycnn", "data": source.spec, "img_size": 28,
+                                         "out": str(tmp_path / "run")}, train, options)
+    pretrain(config, show_progress=False, source=source)
+    model = load_cross_modal(tmp_path / "run" / CROSS_MODAL_FILE)
+    assert model.options["width"] == 16 and model.tokenizer.vocab_size > len(SPECIALS)
+    results = evaluate_backbone(str(tmp_path / "run"), source.spec, ["image_text_matching"], img_size=28,
+                                source=source, options={"images": 4})
+    scores = {result.metric: result.value for result in results}
+    assert 0 <= scores["itm_accuracy"] <= 100 and 0 <= scores["itm_pairwise_accuracy"] <= 100
+    assert scores["t2i_recall@5"] == 100  # 4 images: every caption finds its own among the top 5
+    assert results[0].settings["retrieval_images"] == 4 and "cross-encoder" in results[0].settings["score"]
