@@ -28,11 +28,18 @@ RECALL_AT = (1, 5, 10)
 def image_text_recalls(images: torch.Tensor, texts: torch.Tensor, owners: torch.Tensor,
                        recall_at: tuple[int, ...] = RECALL_AT) -> dict[str, float]:
     """images (M, E), texts (T, E) normalised; owners (T,) the image index of each caption -> recalls in %."""
-    similarity = images @ texts.T  # (M, T)
+    return recalls_from_scores(images @ texts.T, owners, recall_at)
+
+
+def recalls_from_scores(similarity: torch.Tensor, owners: torch.Tensor,
+                        recall_at: tuple[int, ...] = RECALL_AT) -> dict[str, float]:
+    """similarity (M, T) of every image with every caption (any score, higher = better match); owners (T,)
+    the image index of each caption -> recalls in % both ways and their sum `rsum`."""
+    images = similarity.shape[0]
     scores = {}
     for k in recall_at:
         top_texts = similarity.topk(min(k, similarity.shape[1]), dim=1).indices  # (M, k)
-        own = owners[top_texts] == torch.arange(len(images))[:, None]
+        own = owners[top_texts] == torch.arange(images)[:, None]
         scores[f"i2t_recall@{k}"] = float(own.any(dim=1).float().mean()) * 100
     for k in recall_at:
         top_images = similarity.T.topk(min(k, similarity.shape[0]), dim=1).indices  # (T, k)
