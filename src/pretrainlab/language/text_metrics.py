@@ -1,4 +1,4 @@
-"""Caption quality: corpus BLEU-4 and exact match of the object words.
+"""Caption quality: corpus BLEU-4, CIDEr-D and exact match of the object words.
 
 BLEU: Papineni et al., "BLEU: a Method for Automatic Evaluation of Machine Translation" (ACL 2002):
 the geometric mean of the modified (clipped) n-gram precisions, n = 1..4, pooled over the corpus,
@@ -74,3 +74,50 @@ def object_f1(generated: Sequence[str], references: Sequence[Sequence[str]], nam
         false_positive += len(said - truth)
         false_negative += len(truth - said)
     return 100 * 2 * true_positive / max(2 * true_positive + false_positive + false_negative, 1)
+
+
+def _tfidf(tokens: Sequence[str], log_documents: float, frequency: list[Counter], max_n: int
+           ) -> tuple[list[dict[tuple, float]], list[float]]:
+    """Per n: {n-gram: count x (log N - log df)} and the vector's L2 norm (CIDEr's term weighting)."""
+    vectors, norms = [], []
+    for n in range(1, max_n + 1):
+        vector = {gram: count * (log_documents - math.log(max(1.0, frequency[n - 1][gram])))
+                  for gram, count in ngrams(tokens, n).items()}
+        vectors.append(vector)
+        norms.append(math.sqrt(sum(value * value for value in vector.values())))
+    return vectors, norms
+
+
+def cider_d(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[Sequence[str]]], max_n: int = 4,
+            sigma: float = 6.0) -> float:
+    """Corpus CIDEr-D (x10, as the COCO caption evaluation reports it) of tokenised hypotheses and references.
+
+    Vedantam, Zitnick, Parikh, "CIDEr: Consensus-based Image Description Evaluation", arXiv 1411.5726, in
+    its CIDEr-D form: each caption is a tf-idf vector of its n-grams (n = 1..4; term count x log(images /
+    images whose references hold the n-gram), document frequencies from the references of the evaluated
+    set); per n, the hypothesis vector is clipped to the reference's (min of the two weights, so repeating a
+    word earns nothing), dotted with the reference and divided by both norms, times the Gaussian length
+    penalty exp(-(len(hyp) - len(ref))^2 / (2 sigma^2)); averaged over n and over the image's references,
+    times 10, then averaged over images. An n-gram-free caption scores 0.
+    """
+    frequency = [Counter() for _ in range(max_n)]
+    for refs in references:
+        for n in range(1, max_n + 1):
+            frequency[n - 1].update(set().union(*(ngrams(ref, n) for ref in refs)))  # images, not captions
+    log_documents = math.log(max(len(references), 1))
+    total = 0.0
+    for hypothesis, refs in zip(hypotheses, references, strict=True):
+        hyp_vectors, hyp_norms = _tfidf(hypothesis, log_documents, frequency, max_n)
+        score = 0.0
+        for ref in refs:
+            ref_vectors, ref_norms = _tfidf(ref, log_documents, frequency, max_n)
+            penalty = math.exp(-((len(hypothesis) - len(ref)) ** 2) / (2 * sigma**2))
+            for hyp_vector, ref_vector, hyp_norm, ref_norm in zip(hyp_vectors, ref_vectors, hyp_norms, ref_norms,
+                                                                    strict=True):
+                if hyp_norm == 0 or ref_norm == 0:
+                    continue
+                dot = sum(min(weight, ref_vector.get(gram, 0.0)) * ref_vector.get(gram, 0.0)
+                          for gram, weight in hyp_vector.items())
+                score += penalty * dot / (hyp_norm * ref_norm)
+        total += 10 * score / (max_n * max(len(refs), 1))
+    return total / max(len(hypotheses), 1)
