@@ -45,7 +45,9 @@ def size(backbone: Backbone, img_size: int, in_chans: int) -> dict[str, float]:
 
 
 def measure(key: str, ratio: float, evaluation: ImageSource, reuse: bool, epochs: int = 3,
-            source_epochs: int = ARCH_EPOCHS) -> None:
+            source_epochs: int = ARCH_EPOCHS, perturbation_weight: float | None = None) -> None:
+    """One row: `perturbation_weight` None keeps the pela recipe's (1); another value is an ablation, named in the
+    run folder and the result file."""
     run = run_dir(key, source_epochs)  # the architecture table's SimCLR run at that budget
     teacher = load_run_target(run)
     table_row = ARCH_RESULTS / f"{key}.json"  # the original's probe is the architecture table's (same evaluation)
@@ -57,21 +59,23 @@ def measure(key: str, ratio: float, evaluation: ImageSource, reuse: bool, epochs
     init_from_full(svd.model, teacher.backbone.model)
     svd_target = EvalTarget(svd, f"{key}@svd{ratio:g}", teacher.img_size, teacher.mean, teacher.std)
     rows["svd"] = {**size(svd, 32, 1), **probe(svd_target, evaluation)}
-    out = RUNS / f"{run.name}-pela{ratio:g}"
+    ablation = "" if perturbation_weight is None else f"-pw{perturbation_weight:g}"
+    out = RUNS / f"{run.name}-pela{ratio:g}{ablation}"
+    options = {} if perturbation_weight is None else {"perturbation_weight": perturbation_weight}
     started = time.perf_counter()
     if not (reuse and (out / "backbone.safetensors").exists()):
         import shutil
 
         shutil.rmtree(out, ignore_errors=True)
         compress_run(run, ratio, out, {"epochs": epochs, "batch_size": 64, "warmup_epochs": min(1.0, epochs / 3)},
-                     show_progress=False)
+                     options, show_progress=False)
     compressed = load_run_target(out)
     rows["pela"] = {**size(compressed.backbone, 32, 1), **probe(compressed, evaluation),
                     "train_seconds": time.perf_counter() - started, "epochs": epochs}
-    record = {"row": key, "source_epochs": source_epochs, "rank_ratio": ratio, **rows,
+    record = {"row": key, "source_epochs": source_epochs, "rank_ratio": ratio, "pela_options": options, **rows,
               "measured": time.strftime("%Y-%m-%d %H:%M")}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{run.name}-{ratio:g}.json").write_text(json.dumps(record, indent=2))
+    (RESULTS / f"{run.name}-{ratio:g}{ablation}.json").write_text(json.dumps(record, indent=2))
     print(json.dumps(record))
 
 
@@ -82,12 +86,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="PELA's intermediate pre-training epochs")
     parser.add_argument("--source-epochs", type=int, default=ARCH_EPOCHS,
                         help="the SimCLR budget of the architecture-table run to compress (1: the CNN rows' runs)")
+    parser.add_argument("--perturbation-weight", type=float, default=None,
+                        help="ablation: PELA's weight-perturbation penalty weight (default: the recipe's, 1)")
     parser.add_argument("--reuse", action="store_true")
     args = parser.parse_args()
     _, evaluation = sources()  # loaded once for every row and ratio
     for key in args.rows.split(","):
         for ratio in args.ratios.split(","):
-            measure(key, float(ratio), evaluation, args.reuse, args.epochs, args.source_epochs)
+            measure(key, float(ratio), evaluation, args.reuse, args.epochs, args.source_epochs,
+                    args.perturbation_weight)
 
 
 if __name__ == "__main__":
