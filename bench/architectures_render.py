@@ -83,14 +83,25 @@ def guidance_table() -> str:
     return "\n".join(lines)
 
 
+def penalty(row: dict) -> str:
+    """The ablation a compression row ran, if any (the perturbation penalty's weight; the recipe's is 1)."""
+    weight = row.get("pela_options", {}).get("perturbation_weight")
+    return "" if weight is None else f", perturbation weight {weight:g}"
+
+
 def compression_table() -> str:
-    lines = ["| run | rank ratio | PELA epochs | params (M) before -> after | GMACs before -> after "
+    from bench.architectures_table import EPOCHS, ROWS
+
+    lines = ["| run | SimCLR epochs | rank ratio | PELA epochs | params (M) before -> after | GMACs before -> after "
              "| kNN original / SVD / PELA | linear original / SVD / PELA |",
-             "| --- | ---: | ---: | --- | --- | --- | --- |"]
-    for _, row in _rows("compression"):
+             "| --- | ---: | ---: | ---: | --- | --- | --- | --- |"]
+    rows = sorted(_rows("compression"), key=lambda item: (list(ROWS).index(item[1]["row"]), item[1]["rank_ratio"],
+                                                          item[0]))
+    for _, row in rows:
         original, svd, pela = row["original"], row["svd"], row["pela"]
         lines.append(
-            f"| {row['row']} | {row['rank_ratio']:g} | {pela.get('epochs', 3)} | "
+            f"| `{ROWS[row['row']][1]}`{penalty(row)} | {row.get('source_epochs', EPOCHS)} | {row['rank_ratio']:g} | "
+            f"{pela.get('epochs', 3)} | "
             f"{original['parameters_m']:.3f} -> {pela['parameters_m']:.3f} | "
             f"{original['gmacs']:.4f} -> {pela['gmacs']:.4f} | {original['knn_top1']:.1f} / {svd['knn_top1']:.1f} / "
             f"{pela['knn_top1']:.1f} | {original['linear_top1']:.1f} / {svd['linear_top1']:.1f} / "
