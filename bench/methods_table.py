@@ -38,7 +38,10 @@ from pretrainlab.train.checkpoint import checkpoint_path
 from pretrainlab.train.config import RunConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data" / "fashion_mnist.npz"
+# ../shared beside the checkout (/work/main), or two levels up for a worktree (/work/wt/NAME)
+DATA = next((path for path in (ROOT.parent / "shared" / "data" / "fashion_mnist.npz",
+                               ROOT.parents[1] / "shared" / "data" / "fashion_mnist.npz") if path.exists()),
+            ROOT.parent / "shared" / "data" / "fashion_mnist.npz")
 RESULTS = ROOT / "bench" / "results" / "methods"
 TABLE = ROOT / "docs" / "methods.md"
 TRAIN_IMAGES = 10_000
@@ -66,15 +69,18 @@ def evaluate_target(target: EvalTarget, source: ImageSource) -> dict[str, float]
 
 
 def measure_method(name: str, full: ImageSource, subset: ImageSource, options: dict, epochs: int,
-                   reuse: bool = False, tag: str = "") -> dict:
+                   reuse: bool = False, tag: str = "", backbone: str | None = None,
+                   train: dict | None = None) -> dict:
     """Pre-trains and evaluates one row. With `reuse`, a finished run folder of the same configuration is only
-    evaluated and an interrupted one resumed; its seconds per epoch are then left for bench/methods_speed.py."""
+    evaluated and an interrupted one resumed; its seconds per epoch are then left for bench/methods_speed.py.
+    `backbone` replaces the default (a ViT for methods that need tokens, else the CNN), `train` overrides the
+    recipe's optimiser settings (a ViT trained by a CNN recipe's SGD needs AdamW); both are named in the row."""
     method_class = METHODS.get(name)
-    backbone = VIT_BACKBONE if method_class.needs_tokens else CNN_BACKBONE
+    backbone = backbone or (VIT_BACKBONE if method_class.needs_tokens else CNN_BACKBONE)
     out = ROOT / "runs" / "bench-methods" / (file_name(name) + (f"-{tag}" if tag else ""))
     config = build_run_config(
         name, {"backbone": backbone, "data": full.spec, "out": str(out)},
-        {"epochs": epochs, "batch_size": BATCH_SIZE, "warmup_epochs": 1.0, "knn_every": 0}, options,
+        {**(train or {}), "epochs": epochs, "batch_size": BATCH_SIZE, "warmup_epochs": 1.0, "knn_every": 0}, options,
     )
     started = time.perf_counter()
     finished, interrupted = (out / "backbone.safetensors").exists(), checkpoint_path(out).exists()
@@ -92,6 +98,8 @@ def measure_method(name: str, full: ImageSource, subset: ImageSource, options: d
            "seconds_per_epoch": seconds_per_epoch, "final_loss": summary["final_loss"], "options": options,
            "reconstruction_loss": last_logged(out, "reconstruction_loss"),
            **evaluate_target(load_run_target(out), full)}
+    if train:
+        row["train"] = train
     if method_class.needs_labels:
         row["note"] = f"supervised: uses the labels of the {len(subset.train)}-image pre-training subset"
     return row
@@ -136,7 +144,9 @@ def write_row(row: dict, key: str) -> None:
 def notes(row: dict) -> str:
     """The row's non-default options (variants of one method differ there) and its note."""
     options = ", ".join(f"{key}={value}" for key, value in sorted((row.get("options") or {}).items()))
-    return "; ".join(part for part in (f"options: {options}" if options else "", row.get("note", "")) if part)
+    train = ", ".join(f"{key}={value}" for key, value in sorted((row.get("train") or {}).items()))
+    return "; ".join(part for part in (f"options: {options}" if options else "", f"train: {train}" if train else "",
+                                       row.get("note", "")) if part)
 
 
 def render() -> None:
@@ -174,6 +184,8 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true",
                         help="evaluate a finished run folder of the same configuration, resume an interrupted one")
     parser.add_argument("--tag", default="", help="suffix of the row's file name (variants of one method)")
+    parser.add_argument("--backbone", help=f"instead of {CNN_BACKBONE} / {VIT_BACKBONE} (e.g. DINO on the ViT)")
+    parser.add_argument("--train", action="append", default=[], help="training override, e.g. optimizer=adamw")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if args.methods or args.random:
@@ -188,7 +200,8 @@ def main() -> None:
                 method, _, key = assignment.rpartition(":")  # METHOD may hold ':' itself (compose:a+b)
                 if method == name:
                     options[key] = yaml.safe_load(value)
-            row = measure_method(name, full, subset, options, args.epochs, args.reuse, args.tag)
+            train = {key: yaml.safe_load(value) for key, _, value in (text.partition("=") for text in args.train)}
+            row = measure_method(name, full, subset, options, args.epochs, args.reuse, args.tag, args.backbone, train)
             write_row(row, file_name(name) + (f"-{args.tag}" if args.tag else ""))
     if args.render:
         render()

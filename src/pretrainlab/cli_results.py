@@ -27,6 +27,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """An argparse type: a whole number >= 0 (seeds: numpy's generators refuse a negative one with a traceback)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got '{text}'")
+    return value
+
+
 def comma_list(values: list[str]) -> list[str]:
     return [item.strip() for text in values for item in text.split(",") if item.strip()]
 
@@ -104,7 +115,8 @@ def add_results_commands(commands: argparse._SubParsersAction) -> None:
     gauntlet.add_argument("--data", default="builtin", help="dataset spec (pretrainlab list datasets)")
     gauntlet.add_argument("--protocols", action="append", default=[],
                           help="comma list (default: every registered protocol that applies to the data)")
-    gauntlet.add_argument("--seeds", type=int, default=3, help="run each protocol with seeds 0..N-1 (default 3)")
+    gauntlet.add_argument("--seeds", type=positive_int, default=3,
+                          help="run each protocol with seeds 0..N-1 (default 3)")
     add_store_flag(gauntlet)
     gauntlet.add_argument("--weights", type=Path, help="weights for a timm:NAME backbone (safetensors or .pth)")
     gauntlet.add_argument("--img-size", type=positive_int)
