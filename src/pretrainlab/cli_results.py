@@ -115,8 +115,7 @@ def add_results_commands(commands: argparse._SubParsersAction) -> None:
     gauntlet.add_argument("--data", default="builtin", help="dataset spec (pretrainlab list datasets)")
     gauntlet.add_argument("--protocols", action="append", default=[],
                           help="comma list (default: every registered protocol that applies to the data)")
-    gauntlet.add_argument("--seeds", type=positive_int, default=3,
-                          help="run each protocol with seeds 0..N-1 (default 3)")
+    gauntlet.add_argument("--seeds", type=int, default=3, help="run each protocol with seeds 0..N-1 (default 3)")
     add_store_flag(gauntlet)
     gauntlet.add_argument("--weights", type=Path, help="weights for a timm:NAME backbone (safetensors or .pth)")
     gauntlet.add_argument("--img-size", type=positive_int)
