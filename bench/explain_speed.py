@@ -23,24 +23,24 @@ from pathlib import Path
 
 import torch
 
-import bench.common  # noqa: F401  (sets the allocator option the CLI sets)
+from bench.common import CIFAR  # (importing bench.common also sets the allocator option the CLI sets)
 from pretrainlab.data import load_source
 from pretrainlab.data.subsets import limit_source
 from pretrainlab.eval.target import load_target
 from pretrainlab.explain import ANALYSES, ExplainContext, ExplainSettings
 from pretrainlab.explain.registry import skip_reason
 
-CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_jpeg.npz"
 OPTIONS = {"cka_images": 64, "cka_batch": 32, "dissect_images": 64, "comet_images": 128, "comet_epochs": 1,
            "visualize_steps": 32, "attention_images": 8}
 PER_CALL = {"cka": "cka_images", "dissect": "dissect_images", "comet": "comet_images"}
 
 
-def timed(source, backbone: str, analysis: str, images: int, repeats: int, probe: torch.nn.Module | None):  # noqa: ANN001, ANN201
+def timed(source, target, analysis: str, images: int, repeats: int, probe: torch.nn.Module | None):  # noqa: ANN001, ANN201
+    """Median seconds of `analysis` on fresh contexts around one `target`: the probe (a Classifier around the target's
+    backbone) is shared, so the backbone must be that same object, or a CAM would hook a layer the probe never runs."""
     times = []
     for _ in range(repeats):
         torch.manual_seed(0)
-        target = load_target(f"timm:{backbone}", 32, source.channels)
         settings = ExplainSettings(images=images, img_size=32, probe_images=500, options=dict(OPTIONS),
                                    show_progress=False)
         with tempfile.TemporaryDirectory() as folder:
@@ -66,7 +66,8 @@ def main() -> None:
     rows = {}
     for backbone in backbones:
         torch.manual_seed(0)
-        warm = ExplainContext(load_target(f"timm:{backbone}", 32, source.channels), source, torch.device("cpu"),
+        target = load_target(f"timm:{backbone}", 32, source.channels)
+        warm = ExplainContext(target, source, torch.device("cpu"),
                               Path(tempfile.mkdtemp()), ExplainSettings(images=args.images, img_size=32,
                                                                         probe_images=500, show_progress=False))
         probe = warm.classifier
@@ -74,8 +75,8 @@ def main() -> None:
             if skip_reason(analysis, warm.backbone) is not None:
                 rows.setdefault(analysis, {})[backbone] = "n/a"
                 continue
-            timed(source, backbone, analysis, args.images, 1, probe)  # warm-up
-            seconds = timed(source, backbone, analysis, args.images, args.repeats, probe)
+            timed(source, target, analysis, args.images, 1, probe)  # warm-up
+            seconds = timed(source, target, analysis, args.images, args.repeats, probe)
             count = 1 if analysis == "filters" else OPTIONS.get(PER_CALL.get(analysis, ""), args.images)
             rows.setdefault(analysis, {})[backbone] = f"{seconds / count:.4f}"
             print(f"{backbone:10s} {analysis:12s} {seconds:8.2f} s per call, {seconds / count:.4f} s per image",

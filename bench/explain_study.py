@@ -103,23 +103,24 @@ def ordered(entries: list[dict], labels: dict[str, str]) -> list[dict]:
     return sorted(entries, key=lambda entry: order.index(entry["label"]) if entry["label"] in order else 99)
 
 
-def quality_table() -> str:
-    """One row per method; each cell lists the backbones' values in the header's order."""
-    entries = ordered(load("quality"), CNNS)
+def quality_table(part: str = "quality", labels: dict[str, str] = CNNS) -> str:
+    """One row per method; each cell lists the backbones' values in the header's order (bench/explain_robust.py
+    renders its robust vs standard table with it too)."""
+    entries = ordered(load(part), labels)
     if not entries:
         return "(not measured yet)"
     values = {(e["label"], row["metric"]): row["value"] for e in entries for row in e["rows"]}
     methods = list(dict.fromkeys(row["metric"].split("@")[1] for e in entries for row in e["rows"]))
-    labels = [e["label"] for e in entries]
+    names = [e["label"] for e in entries]
     metrics = [("road", "ROAD ↑", 3), ("insertion", "insertion ↑", 2), ("deletion", "deletion ↓", 2),
                ("pointing", "pointing % ↑", 0), ("box_iou", "box IoU ↑", 2)]
-    order = " / ".join(labels)
+    order = " / ".join(names)
     lines = ["| method | " + " | ".join(f"{title} ({order})" for _, title, _ in metrics) + " |",
              "| --- | " + " | ".join("---" for _ in metrics) + " |"]
     for method in methods:
         cells = []
         for metric, _, digits in metrics:
-            numbers = [values.get((label, f"{metric}@{method}")) for label in labels]
+            numbers = [values.get((label, f"{metric}@{method}")) for label in names]
             cells.append(" / ".join("-" if n is None else f"{n:.{digits}f}" for n in numbers))
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -118,6 +118,8 @@ def measure_method(name: str, full: ImageSource, subset: ImageSource, options: d
            "seconds_per_epoch": seconds_per_epoch, "final_loss": summary["final_loss"], "options": options,
            "reconstruction_loss": last_logged(out, "reconstruction_loss"),
            **evaluate_target(load_run_target(out), full)}
+    if train:
+        row["train"] = train
     if method_class.needs_labels:
         row["note"] = f"supervised: uses the labels of the {len(subset.train)}-image pre-training subset"
     return row
@@ -165,7 +167,9 @@ def write_row(row: dict, key: str) -> None:
 def notes(row: dict) -> str:
     """The row's non-default options (variants of one method differ there) and its note."""
     options = ", ".join(f"{key}={value}" for key, value in sorted((row.get("options") or {}).items()))
-    return "; ".join(part for part in (f"options: {options}" if options else "", row.get("note", "")) if part)
+    train = ", ".join(f"{key}={value}" for key, value in sorted((row.get("train") or {}).items()))
+    return "; ".join(part for part in (f"options: {options}" if options else "", f"train: {train}" if train else "",
+                                       row.get("note", "")) if part)
 
 
 def render() -> None:
@@ -206,6 +210,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="pre-training seed (the subset stays seed 0's)")
     parser.add_argument("--backbone", help="replaces the table's backbone (e.g. a ViT row of a CNN method)")
     parser.add_argument("--skip-done", action="store_true", help="skip a row whose result file already exists")
+    parser.add_argument("--train", action="append", default=[], help="training override, e.g. optimizer=adamw")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if args.methods or args.random:
@@ -224,8 +229,10 @@ def main() -> None:
             if args.skip_done and (RESULTS / f"{key}.json").exists():
                 print(f"{key}: done, skipped")
                 continue
-            row = measure_method(name, full, subset, options, args.epochs, args.reuse, args.tag, args.seed,
-                                 args.backbone)
+            train = {f"train.{setting}": yaml.safe_load(value)
+                     for setting, _, value in (text.partition("=") for text in args.train)}
+            row = measure_method(name, full, subset, {**options, **train}, args.epochs, args.reuse, args.tag,
+                                 args.seed, args.backbone)
             write_row(row, key)
     if args.render:
         render()

@@ -11,7 +11,7 @@ import torch
 import torchattacks
 from attack_data import CPU, digit_pixels, digits, probed_tinycnn
 
-from pretrainlab.attack.input_space import AttackSettings, parse_eps, perturbation_norm
+from pretrainlab.attack.input_space import AttackSettings, eps_label, parse_eps, perturbation_norm
 from pretrainlab.attack.model import predict
 from pretrainlab.attack.robustness import attack_batches, robust_accuracy, within_budget
 from pretrainlab.cli import main
@@ -72,6 +72,15 @@ def test_minimum_norm_cw_counts_only_perturbations_that_fit_the_budget() -> None
 @pytest.mark.parametrize("text, value", [("8/255", 8 / 255), ("0.5", 0.5), ("0", 0.0), (" 1 ", 1.0)])
 def test_eps_parsing(text: str, value: float) -> None:
     assert parse_eps(text) == pytest.approx(value)
+
+
+def test_l2_budgets_may_exceed_one_and_are_labelled_as_numbers() -> None:
+    """An L2 norm over a whole image is not bounded by 1 (MNIST's L2 budgets are 1.5-2); L-inf budgets are."""
+    assert parse_eps("2", "l2") == 2.0 and parse_eps("0.5", "l2") == 0.5
+    for text, norm in (("2", "linf"), ("-0.1", "l2"), ("inf", "l2")):
+        with pytest.raises(PretrainlabError):
+            parse_eps(text, norm)
+    assert eps_label(8 / 255) == "8/255" and eps_label(1.0, "l2") == "1" and eps_label(0.5, "l2") == "0.5"
 
 
 def test_the_adversarial_protocol_reports_clean_and_per_eps_records() -> None:

@@ -13,7 +13,7 @@ from pretrainlab.allocator import keep_freed_memory
 from pretrainlab.cli_attack import add_attack_commands
 from pretrainlab.cli_compress import add_compress_commands
 from pretrainlab.cli_explain import add_explain_commands
-from pretrainlab.cli_results import add_results_commands, add_store_flag, positive_int
+from pretrainlab.cli_results import add_results_commands, add_store_flag, non_negative_int, positive_int
 from pretrainlab.cli_scale import add_scale_commands
 from pretrainlab.cli_text import add_text_commands
 from pretrainlab.cli_tokens import add_tokens_commands
@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--img-size", type=positive_int)
     evaluate.add_argument("--k", type=positive_int,
                           help="kNN neighbours (default 200, or 20 with < 1,000 images a class)")
-    evaluate.add_argument("--seed", type=int)
+    evaluate.add_argument("--seed", type=non_negative_int)
     evaluate.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                           help="protocol option, e.g. epochs=3, fractions=[0.01,0.1] or noise=[sym40] (repeatable)")
     evaluate.add_argument("--device", default="auto")

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pretrainlab.cli_results import add_store_flag, comma_list, parse_options
+from pretrainlab.cli_results import add_store_flag, comma_list, non_negative_int, parse_options, positive_int
 
 DEFAULT_EPS = "1/255,2/255,4/255,8/255"
 
@@ -50,15 +50,16 @@ def add_attack_commands(commands: argparse._SubParsersAction) -> None:
                         help="comma list: none, adv_finetune, raw_isp, fusion:RUN2 (RUN2: a run folder or timm:NAME)")
     attack.add_argument("--head", default="linear", help="linear (probe on frozen features), finetune, or own (the "
                         "head an adv_finetune run saved)")
-    attack.add_argument("--seed", type=int, default=0)
-    attack.add_argument("--max-train", type=int, help="fit heads on a class-balanced subset of the training split")
-    attack.add_argument("--max-test", type=int, default=500, help="attack a class-balanced subset of this many test "
-                        "images (default 500)")
+    attack.add_argument("--seed", type=non_negative_int, default=0)
+    attack.add_argument("--max-train", type=positive_int,
+                        help="fit heads on a class-balanced subset of the training split")
+    attack.add_argument("--max-test", type=positive_int, default=500,
+                        help="attack a class-balanced subset of this many test images (default 500)")
     attack.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="steps=20, square_queries=5000, adv_method=trades, adv_eps=8/255, adv_out=DIR, epochs=3 "
                         "(repeatable)")
     attack.add_argument("--figures", type=Path, help="folder for the PNG grids (default RUN/attack/)")
-    attack.add_argument("--img-size", type=int)
+    attack.add_argument("--img-size", type=positive_int)
     attack.add_argument("--device", default="auto")
     attack.add_argument("--download", action="store_true")
     attack.add_argument("--json", action="store_true", help="one JSON object per result on stdout")

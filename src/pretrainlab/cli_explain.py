@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pretrainlab.cli_results import add_store_flag, comma_list, parse_options
+from pretrainlab.cli_results import add_store_flag, comma_list, non_negative_int, parse_options, positive_int
 
 # Spelled out so building the parser imports no model code; a test keeps it equal to explain.ANALYSES.names().
 ANALYSIS_NAMES = ("attention", "attribution", "cam", "cka", "comet", "dissect", "filters", "linear", "visualize")
@@ -45,15 +45,16 @@ def add_explain_commands(commands: argparse._SubParsersAction) -> None:
                          "canvases add pointing game, box IoU and dissection IoU")
     explain.add_argument("--what", action="append", default=[], required=True,
                          help=f"analyses, comma list: {', '.join(ANALYSIS_NAMES)}")
-    explain.add_argument("--images", type=int, default=16, help="test images explained (default 16)")
+    explain.add_argument("--images", type=positive_int, default=16, help="test images explained (default 16)")
     explain.add_argument("--against", help="a second backbone for cka (run folder or timm:NAME)")
     explain.add_argument("--against-weights", type=Path, help="weights for a timm:NAME --against backbone")
     explain.add_argument("--layer", help="layer CAMs, dissection and visualisation look at "
                          "(a model.named_modules name)")
-    explain.add_argument("--img-size", type=int, help="input size (default: the data's for CNNs, the model's for ViTs)")
-    explain.add_argument("--seed", type=int, default=0)
-    explain.add_argument("--batch-size", type=int, default=32)
-    explain.add_argument("--probe-images", type=int, default=1000,
+    explain.add_argument("--img-size", type=positive_int,
+                         help="input size (default: the data's for CNNs, the model's for ViTs)")
+    explain.add_argument("--seed", type=non_negative_int, default=0)
+    explain.add_argument("--batch-size", type=positive_int, default=32)
+    explain.add_argument("--probe-images", type=positive_int, default=1000,
                          help="training images the linear probe that gives a backbone its classifier is fitted on")
     explain.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                          help="analysis option, e.g. cam_methods=[gradcam,eigencam] or rise_masks=256 (repeatable)")

@@ -27,6 +27,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """An argparse type: a whole number >= 0 (seeds: numpy's generators refuse a negative one with a traceback)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got '{text}'")
+    return value
+
+
 def comma_list(values: list[str]) -> list[str]:
     return [item.strip() for text in values for item in text.split(",") if item.strip()]
 

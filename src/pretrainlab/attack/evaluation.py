@@ -80,7 +80,7 @@ def outcome_records(outcome: RobustnessOutcome, run: InputSpaceRun, subject: Att
             "robust_rule": "correct clean and under the attack at every budget up to eps", **run.extra}
     records = []
     for result in outcome.per_eps:
-        metric = f"{run.metric_prefix}{outcome.attack}_{outcome.norm}@{eps_label(result.eps)}"
+        metric = f"{run.metric_prefix}{outcome.attack}_{outcome.norm}@{eps_label(result.eps, outcome.norm)}"
         records.append(EvalResult(run.protocol, data, metric, result.robust_accuracy, result.seconds,
                                   settings={**base, "eps": result.eps, "max_perturbation": result.max_norm},
                                   backbone=backbone))
@@ -96,7 +96,7 @@ def save_outcome_figure(path: Path, outcome: RobustnessOutcome, model: torch.nn.
     rows: list[ImageRow] = []
     for index, (eps, adversarial) in enumerate(outcome.examples.items()):
         three = attack_rows(clean, adversarial, kept_labels, clean_predictions, predict(model, adversarial),
-                            f"eps {eps_label(eps)}")
+                            f"eps {eps_label(eps, outcome.norm)}")
         rows.extend(three if index == 0 else three[1:])
     return save_rows(path, rows, title)
 
@@ -115,7 +115,7 @@ def run_input_space(subject: AttackSubject, images: torch.Tensor, labels: torch.
                                                 **run.extra}, backbone=backbone))
         records.extend(outcome_records(outcome, run, subject, data, backbone, len(images)))
         log.info("%s %s %s: clean %.1f %%, %s", run.protocol, attack, run.norm, outcome.clean_accuracy,
-                 ", ".join(f"{eps_label(r.eps)} {r.robust_accuracy:.1f} %" for r in outcome.per_eps))
+                 ", ".join(f"{eps_label(r.eps, run.norm)} {r.robust_accuracy:.1f} %" for r in outcome.per_eps))
         if figures is not None:
             title = f"{backbone} | {run.protocol} | {run.metric_prefix}{attack} {run.norm} | {data}"
             save_outcome_figure(Path(figures) / f"{run.protocol}_{run.metric_prefix}{attack}_{run.norm}.png",

@@ -169,21 +169,26 @@ def check_attack(name: str, norm: str) -> None:
         raise PretrainlabError(f"attack '{name}' supports only {', '.join(SUPPORTED_NORMS[name])}, not {norm}")
 
 
-def parse_eps(text: str) -> float:
-    """'8/255', '0.03' or '0' -> a float in [0, 1]; anything else raises PretrainlabError."""
+def parse_eps(text: str, norm: str = "linf") -> float:
+    """'8/255', '0.03' or '0' -> a float: in [0, 1] for L-inf (pixel units of [0, 1]); any finite value >= 0 for L2,
+    whose norm over a whole image can exceed 1 (an L-inf 8/255 change of all 784 pixels of a digit has L2 0.88,
+    and MNIST's customary L2 budgets are 1.5-2). Anything else raises PretrainlabError."""
     try:
         value = float(Fraction(text.strip()))
     except (ValueError, ZeroDivisionError):
         raise PretrainlabError(f"epsilon '{text}' is not a number or a fraction such as 8/255") from None
-    if not 0.0 <= value <= 1.0:
+    if norm == "l2" and not 0.0 <= value < float("inf"):
+        raise PretrainlabError(f"epsilon {text} is negative: an L2 budget is a norm >= 0 in pixel units of [0, 1]")
+    if norm != "l2" and not 0.0 <= value <= 1.0:
         raise PretrainlabError(f"epsilon {text} is outside [0, 1]: epsilons are in pixel units of [0, 1]")
     return value
 
 
-def eps_label(eps: float) -> str:
-    """8/255 -> '8/255' when eps is a whole number of grey levels, else the plain number ('0.5')."""
+def eps_label(eps: float, norm: str = "linf") -> str:
+    """L-inf: 8/255 -> '8/255' when eps is a whole number of grey levels, else the plain number ('0.5').
+    L2: always the plain number (an L2 norm of 1.0 is not 255 grey levels of anything)."""
     levels = eps * 255
-    if eps > 0 and abs(levels - round(levels)) < 1e-6:
+    if norm != "l2" and eps > 0 and abs(levels - round(levels)) < 1e-6:
         return f"{round(levels)}/255"
     return f"{eps:g}"
 

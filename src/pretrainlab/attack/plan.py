@@ -75,7 +75,7 @@ def make_plan(attacks: list[str], eps: list[str], norm: str = "linf", defences: 
             check_attack(name, norm)
     if head not in HEADS:
         raise PretrainlabError(unknown_name_message("head", head, HEADS))
-    budgets = sorted({parse_eps(text) for text in eps})
+    budgets = sorted({parse_eps(text, norm) for text in eps})
     if not budgets:
         raise PretrainlabError("give at least one epsilon, e.g. --eps 8/255")
     parsed = [parse_defence(text) for text in (defences or ["none"])]

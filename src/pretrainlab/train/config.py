@@ -8,6 +8,19 @@ from typing import Any
 from pretrainlab.errors import PretrainlabError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+# Whole-number settings where 0 is meaningful and a negative value is not: what 0 and N mean, for the error line.
+COUNTS_FROM_ZERO = {
+    "checkpoint_every": "0: once per epoch, N: every N steps",
+    "knn_every": "0: off, N: every N epochs",
+    "filters_every": "0: off, N: every N epochs",
+    "stop_after": "0: never, N: after N steps",
+    "grad_clip": "0: off",
+    "workers": "0: decode in the training process",
+    "prefetch": "0: no read-ahead",
+    "shuffle_buffer": "0 or 1: no shuffling",
+    "seed": "any whole number from 0",
+}
+NOT_FLAGS = ("prefetch",)  # set in a recipe's train: section only
 
 
 @dataclass(frozen=True)
@@ -93,6 +106,22 @@ class TrainConfig:
             raise PretrainlabError(f"lars_trust must be > 0, got {self.lars_trust}")
         if self.lr <= 0 or self.weight_decay < 0 or (self.warmup_epochs is not None and self.warmup_epochs < 0):
             raise PretrainlabError("lr must be > 0, weight_decay and warmup_epochs >= 0")
+        self.check_counts()
+
+    def check_counts(self) -> None:
+        """Intervals, counts and bounds a negative (or zero) value would silently misread: `filters_every -1`
+        trained with the monitor on, `log_every 0` divided by zero at the first step."""
+        for name, meaning in COUNTS_FROM_ZERO.items():
+            value = getattr(self, name)
+            if value < 0:
+                where = f"train.{name}" if name in NOT_FLAGS else f"--{name.replace('_', '-')} (train.{name})"
+                raise PretrainlabError(f"{where} must be >= 0 ({meaning}), got {value}")
+        if self.log_every < 1:
+            raise PretrainlabError(f"--log-every (train.log_every) must be >= 1 step, got {self.log_every}")
+        if not 0 <= self.momentum < 1:
+            raise PretrainlabError(f"--momentum (train.momentum) must be in [0, 1), got {self.momentum}")
+        if self.min_lr < 0:
+            raise PretrainlabError(f"--min-lr (train.min_lr) must be >= 0, got {self.min_lr}")
 
     @property
     def resolved_warmup_epochs(self) -> float:

@@ -44,7 +44,7 @@ def adversarial_protocol(context: EvalContext) -> list[EvalResult]:
     attacks = listed(options.get("attacks"), ["pgd"])
     for name in attacks:
         check_attack(name, norm)
-    eps = [parse_eps(str(value)) for value in listed(options.get("eps"), [str(e) for e in DEFAULT_EPS])]
+    eps = [parse_eps(str(value), norm) for value in listed(options.get("eps"), [str(e) for e in DEFAULT_EPS])]
     max_test = int(options.get("max_test", DEFAULT_MAX_TEST))
     subject = probe_subject(context.target, context.source, context.device, seed,
                             train_features=context.features("train"))
