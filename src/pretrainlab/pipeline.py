@@ -137,7 +137,8 @@ def method_context(source: ImageSource | StreamSource, img_size: int) -> MethodC
     mean, std = source.channel_stats()
     return MethodContext(img_size=img_size, in_chans=source.channels, mean=tuple(mean), std=tuple(std),
                          num_classes=source.num_classes, dataset_size=len(source.train),
-                         captions=() if isinstance(source, StreamSource) else caption_texts(source.train))
+                         captions=() if isinstance(source, StreamSource) else caption_texts(source.train),
+                         class_names=tuple(getattr(source, "classes", None) or ()))
 
 
 def training_source(config: RunConfig) -> ImageSource | StreamSource:

@@ -29,6 +29,7 @@ class MethodContext:
     num_classes: int = 0
     dataset_size: int = 0
     captions: tuple[str, ...] = ()  # the training split's captions (image-text sources), to build tokenizers
+    class_names: tuple[str, ...] = ()  # the source's class names, for methods that name annotated regions (dito)
 
 
 @dataclass(frozen=True)
