@@ -15,7 +15,10 @@ from pretrainlab.data.boxes import BOXES, box_iou, check_boxes
 from pretrainlab.errors import PretrainlabError
 from pretrainlab.eval.centernet import build_targets, decode_peaks
 from pretrainlab.eval.detection_ap import Boxes, average_precision, average_precisions
+from pretrainlab.eval.protocols import EvalContext, evaluate
 from pretrainlab.eval.protocols.open_vocab_detection import class_split
+from pretrainlab.eval.target import load_target
+from pretrainlab.pipeline import build_run_config, untrained_run
 
 
 def test_ap50_matches_a_hand_counted_ranking() -> None:
@@ -117,3 +120,23 @@ def test_bad_input_is_one_line_with_exit_2(tmp_path: Path, capsys: pytest.Captur
         error = capsys.readouterr().err.strip()
         assert code == 2 and message in error and "\n" not in error, error
     assert BOXES in load_source(f"npz:{tmp_path / 'outside.npz'}").train.extras
+
+
+def test_protocol_end_to_end_frozen_and_finetuned(tmp_path: Path) -> None:
+    data = "composed:builtin:24"
+    config = build_run_config("clip", {"backbone": "tinycnn", "data": f"captions:{data}", "img_size": 28,
+                                       "out": str(tmp_path / "clip")}, {"seed": 0},
+                              {"text_width": 16, "text_depth": 1, "embed_dim": 8})
+    target = load_target(str(untrained_run(config, load_source(f"captions:{data}"))), 28, 1)
+    before = {k: v.clone() for k, v in target.backbone.state_dict().items()}
+    for finetune in ("false", "true"):
+        options = {"img_size": 28, "detect_epochs": 1, "detect_min_steps": 3, "finetune": finetune, "unseen": "8,9"}
+        context = EvalContext(target, load_source(data), torch.device("cpu"), options)
+        results = {r.metric: r for r in evaluate(context, "open_vocab_detection")}
+        assert set(results) == {"AP50_seen", "AP50_unseen", "AP50", "agnostic_AP50"}
+        settings = results["AP50"].settings
+        assert settings["unseen"] == ["8", "9"] and settings["text_embeddings"] == "the run's text tower"
+        assert settings["backbone"] == ("fine-tuned copy" if finetune == "true" else "frozen")
+        assert all(0 <= r.value <= 100 for r in results.values() if r.value == r.value)
+    after = target.backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # fine-tuning trained a copy
