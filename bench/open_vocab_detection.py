@@ -1,8 +1,10 @@
 """The open-vocabulary detection study behind docs/vision_language.md ("Open-vocabulary detection"): AP50 on seen
 and unseen digit classes of composed canvases for random, SSL (SimCLR), image-level CLIP and DITO backbones.
 
-    python bench/open_vocab_detection.py --steps clip,dito,simclr   # pre-train (one job each, resumable)
-    python bench/open_vocab_detection.py --steps detect             # evaluate every backbone
+    PYTHONPATH=src:. python bench/open_vocab_detection.py --steps dito,detect   # pre-train DITO, evaluate every row
+
+clip, clip_random and simclr are bench/vision_language.py's runs (`--steps runs` there, or `--steps clip,simclr`
+here); a finished run is kept.
 
 Runs use bench/vision_language.py's setting exactly (captions:composed:builtin:2000, tinycnn at 28 px,
 20 epochs, batch 128, seed 0; CLIP's lr and joint space), so DITO differs from CLIP only by its region term.
@@ -32,7 +34,7 @@ from bench.vision_language import (
 from pretrainlab.pipeline import evaluate_backbone, pretrain, untrained_run
 
 DETECTION_DATA = "composed:builtin:2000"
-PROBE_SEEDS = (0, 1)
+PROBE_SEEDS = (0,)
 PLAN = {"clip": RUN_PLAN["clip"], "simclr": RUN_PLAN["simclr"], "dito": ("dito", DATA, {"lr": 4e-3}, CLIP_OPTIONS)}
 # row label -> run (a folder under RUNS, or a timm: spec), and what gives its class-name embeddings
 ROWS = {
