@@ -15,6 +15,7 @@ from pretrainlab.data.boxes import BOXES, box_iou, check_boxes
 from pretrainlab.errors import PretrainlabError
 from pretrainlab.eval.centernet import build_targets, decode_peaks
 from pretrainlab.eval.detection_ap import Boxes, average_precision, average_precisions
+from pretrainlab.eval.open_vocab_detector import split_boxes
 from pretrainlab.eval.protocols import EvalContext, evaluate
 from pretrainlab.eval.protocols.open_vocab_detection import class_split
 from pretrainlab.eval.target import load_target
@@ -95,6 +96,12 @@ def test_class_split_refuses_unknown_and_overlapping_names() -> None:
                              ({"unseen": ""}, "at least one class")):
         with pytest.raises(PretrainlabError, match=message):
             class_split(classes, options)
+
+
+def test_split_boxes_keeps_only_the_trained_classes() -> None:
+    boxes = np.array([[[3, 0, 0, 4, 4], [1, 5, 5, 9, 9], [0, 0, 0, 0, 0]]])  # classes 2 and 0, one padding row
+    pixels, labels = split_boxes(boxes, [2, 7])  # class 7 has no box in this split
+    assert labels.tolist() == [[0, -1, -1]] and pixels[0, 1].tolist() == [5, 5, 9, 9]
 
 
 def write_npz(path: Path, boxes: np.ndarray) -> str:

@@ -104,7 +104,7 @@ def region_probabilities(model: ImageTextModel, last_maps: torch.Tensor, boxes: 
 
 def split_boxes(boxes: np.ndarray, keep: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """Pixel boxes (N, M, 4) and labels (N, M): index into `keep` for its classes' boxes, -1 for the others."""
-    lookup = np.full(boxes[..., 0].max() + 1, -1)
+    lookup = np.full(max(int(boxes[..., 0].max()), max(keep) + 1) + 1, -1)  # a kept class may have no box here
     lookup[np.array(keep) + 1] = np.arange(len(keep))
     return boxes[..., 1:].astype(np.float32), lookup[boxes[..., 0]]
 
