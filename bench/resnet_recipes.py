@@ -75,6 +75,14 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "crop0.8-6ep": new(epochs=6, options={"views.crop_min_scale": 0.8}),  # builtin: no flips by default now
     "fashion-defaults-3ep": new(data=f"npz:{FASHION}", max_train=2000),
     "fashion-crop0.8-3ep": new(data=f"npz:{FASHION}", max_train=2000, options={"views.crop_min_scale": 0.8}),
+    "crop0.8-noflip-12ep": new(epochs=12, options={"views.crop_min_scale": 0.8, "views.flip_p": 0.0}),
+    "crop0.8-noflip-b64-6ep": new(epochs=6, batch_size=64, options={"views.crop_min_scale": 0.8, "views.flip_p": 0.0}),
+    "reference-lr0.03-crop0.8-noflip-6ep": ("reference", {"epochs": 6, "args": [
+        "--lr", "0.03", "--warmup-epochs", "0.6", "--crop-min", "0.8", "--flip-p", "0", "--knn-every", "1"]}),
+    "reference-lr0.03-crop0.2-noflip-6ep": ("reference", {"epochs": 6, "args": [
+        "--lr", "0.03", "--warmup-epochs", "0.6", "--crop-min", "0.2", "--flip-p", "0", "--knn-every", "1"]}),
+    "cifar-defaults-4ep": new(epochs=4, backbone="resnet18_cifar"),
+    "cifar-crop0.8-4ep": new(epochs=4, backbone="resnet18_cifar", options={"views.crop_min_scale": 0.8}),
     "crop0.8-noflip-t1.0-4ep": new(epochs=4, options={"views.crop_min_scale": 0.8, "views.flip_p": 0.0,
                                                       "temperature": 1.0}),
 }

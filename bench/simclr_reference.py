@@ -31,11 +31,11 @@ from pretrainlab.data.subsets import limit_source
 
 
 def reference_transform(size: int, crop_min: float, jitter: float, jitter_p: float, mean: float,
-                        std: float) -> v2.Compose:
+                        std: float, flip_p: float = 0.5) -> v2.Compose:
     """torchvision's per-image SimCLR views of a grey uint8 image (1, H, W)."""
     return v2.Compose([
         v2.RandomResizedCrop(size, scale=(crop_min, 1.0), antialias=True),
-        v2.RandomHorizontalFlip(),
+        v2.RandomHorizontalFlip(flip_p),
         v2.RandomApply([v2.ColorJitter(brightness=0.8 * jitter, contrast=0.8 * jitter)], p=jitter_p),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize([mean], [std]),
@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--head-out", type=int, default=128)
     parser.add_argument("--crop-min", type=float, default=0.2)
     parser.add_argument("--jitter", type=float, default=0.5)
+    parser.add_argument("--flip-p", type=float, default=0.5, help="0 for data a mirror changes (digits)")
     parser.add_argument("--jitter-p", type=float, default=0.8)
     parser.add_argument("--bn", choices=("concat", "per-view"), default="per-view",
                         help="batch statistics over both views at once, or each view apart")
@@ -177,7 +178,7 @@ def main() -> None:
         optimizer = torch.optim.AdamW(groups, lr=args.lr)
     else:
         optimizer = Lars(groups, lr=args.lr, trust=args.lars_trust)
-    transform = reference_transform(args.img_size, args.crop_min, args.jitter, args.jitter_p, mean, std)
+    transform = reference_transform(args.img_size, args.crop_min, args.jitter, args.jitter_p, mean, std, args.flip_p)
     generator = torch.Generator().manual_seed(args.seed)
     steps_per_epoch = len(train_images) // args.batch_size
     total, warmup = steps_per_epoch * args.epochs, round(args.warmup_epochs * steps_per_epoch)

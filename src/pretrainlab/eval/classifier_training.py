@@ -201,12 +201,14 @@ def plan_steps(num_examples: int, settings: TrainingSettings) -> tuple[int, int,
 
 def fit(model: nn.Module, inputs: ImageInputs | FeatureInputs, loss_function: LossFunction,
         settings: TrainingSettings, device: torch.device, seed: int,
-        groups: list[dict[str, Any]] | None = None) -> list[float]:
+        groups: list[dict[str, Any]] | None = None,
+        on_epoch_end: Callable[[int], None] | None = None) -> list[float]:
     """Trains `model` in place (train mode: BatchNorm uses batch statistics); returns the mean loss of each epoch.
 
     Args:
         groups: optimiser parameter groups (e.g. with `lr_scale` for layer-wise decay); default: all of
             `model`'s trainable parameters, weight decay on matrices only.
+        on_epoch_end: called with the epoch number (1, 2, ...) after each epoch (ADELE's label correction).
     """
     batch_size, steps_per_epoch, epochs = plan_steps(len(inputs), settings)
     total_steps = epochs * steps_per_epoch
@@ -217,7 +219,7 @@ def fit(model: nn.Module, inputs: ImageInputs | FeatureInputs, loss_function: Lo
     model.to(device).train()
     epoch_losses, step = [], 0
     with seeded(seed, device):
-        for _ in range(epochs):
+        for epoch in range(1, epochs + 1):
             permutation, total = order_rng.permutation(len(inputs)), 0.0
             for batch in range(steps_per_epoch):
                 indices = permutation[batch * batch_size : (batch + 1) * batch_size]
@@ -230,6 +232,8 @@ def fit(model: nn.Module, inputs: ImageInputs | FeatureInputs, loss_function: Lo
                 total += float(loss.detach())
                 step += 1
             epoch_losses.append(total / steps_per_epoch)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch)
     if not all(math.isfinite(value) for value in epoch_losses):
         raise PretrainlabError(f"training diverged (loss {epoch_losses[-1]}); lower the learning rate "
                                f"(lr={settings.lr})")

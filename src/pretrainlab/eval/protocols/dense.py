@@ -15,6 +15,12 @@ Options: layer (index into feature_maps, default -1); img_size (input size; defa
 size for convolutional backbones, which take any size, and the backbone's size for transformers);
 dense_epochs, dense_lr, dense_batch_size, dense_weight_decay, dense_min_steps (the head's AdamW
 training); seed.
+
+Noisy masks (data/mask_noise.py): `mask_noise=dilate:2`, `erode:1`, `flip:0.3`, `polygon:2` (or several joined
+by "+") corrupts the TRAINING masks only, fixed by `mask_noise_seed` (default 0); the test masks stay clean, and
+the record gives the spec, seed and the share of training pixels changed. `adele=true` trains the head with
+ADELE (eval/adele.py, arXiv 2110.03740): per-class memorisation onsets from the training IoU curves, label
+correction after them and multi-scale consistency (`adele_threshold`, `adele_confidence`, `adele_consistency`).
 """
 
 from __future__ import annotations
@@ -27,9 +33,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pretrainlab.data.mask_noise import apply_mask_noise, parse_mask_noise
 from pretrainlab.data.segmentation import IGNORE_INDEX
 from pretrainlab.data.source import ImageSource
 from pretrainlab.errors import PretrainlabError
+from pretrainlab.eval.adele import SCALES, AdeleSettings, AdeleState, adele_loss, end_of_epoch
 from pretrainlab.eval.classifier_training import FeatureInputs, TrainingSettings, fit, plan_steps, seeded
 from pretrainlab.eval.features import evaluating, input_batches, normalisation
 from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, applies_when, takes_options
@@ -127,6 +135,14 @@ def test_confusion(head: nn.Module, maps: torch.Tensor, masks: np.ndarray, num_c
     return confusion
 
 
+def standardised_train_maps(context: EvalContext, layer: int, size: int) -> torch.Tensor:
+    """Training maps at input size `size`, standardised per channel with their own statistics."""
+    mean, std = normalisation(context.target, context.source.train.images)
+    train = extract_feature_maps(context.target, context.source.train.images, mean, std, context.device, layer, size)
+    channel_mean = train.mean(dim=(0, 2, 3), keepdim=True)  # (1, C, 1, 1)
+    return (train - channel_mean) / train.std(dim=(0, 2, 3), keepdim=True).clamp(min=1e-6)
+
+
 def frozen_maps(context: EvalContext, layer: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Train and test maps, standardised per channel with the training maps' mean and std."""
     mean, std = normalisation(context.target, context.source.train.images)
@@ -137,8 +153,52 @@ def frozen_maps(context: EvalContext, layer: int, size: int) -> tuple[torch.Tens
     return (train - channel_mean) / channel_std, (test - channel_mean) / channel_std
 
 
+def option_flag(options: dict[str, Any], key: str) -> bool:
+    value = options.get(key, False)
+    if isinstance(value, bool) or value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text not in ("true", "false", "1", "0", "yes", "no"):
+        raise PretrainlabError(f"option {key} must be true or false, got {value!r}")
+    return text in ("true", "1", "yes")
+
+
+def training_masks(context: EvalContext, num_classes: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """The training masks, corrupted by `mask_noise` when given, and what was done to them."""
+    masks, spec = context.source.train.masks, context.options.get("mask_noise")
+    try:
+        noise_seed = int(context.options.get("mask_noise_seed", 0))
+    except (TypeError, ValueError):
+        raise PretrainlabError(f"option mask_noise_seed must be an integer, got "
+                               f"{context.options['mask_noise_seed']!r}") from None
+    if spec is None:
+        return masks, {}
+    noisy = apply_mask_noise(masks, parse_mask_noise(spec), num_classes, noise_seed)
+    changed = float((noisy != masks).mean())
+    return noisy, {"mask_noise": str(spec), "mask_noise_seed": noise_seed, "noisy_pixel_share": round(changed, 5)}
+
+
+def train_with_adele(context: EvalContext, head: nn.Module, train_maps: torch.Tensor, masks: np.ndarray,
+                     num_classes: int, settings: TrainingSettings, adele: AdeleSettings, seed: int, layer: int,
+                     size: int) -> tuple[list[float], dict[str, Any]]:
+    """ADELE's training of the head (eval/adele.py) on maps of the input and of its x0.7 / x1.5 rescalings."""
+    scaled = [standardised_train_maps(context, layer, max(8, round(size * scale))) for scale in SCALES]
+    noisy = torch.from_numpy(masks).to(context.device)
+    state = AdeleState(labels=noisy.long().clone(), noisy=noisy)
+    maps_by_scale = [train_maps, *scaled]
+    losses = fit(head, FeatureInputs(train_maps, context.device), adele_loss(state, scaled, adele), settings,
+                 context.device, seed, on_epoch_end=lambda epoch: end_of_epoch(
+                     state, head, maps_by_scale, num_classes, adele, epoch, context.device))
+    record = {"threshold": adele.threshold, "confidence": adele.confidence, "consistency": adele.consistency,
+              "scales": [1.0, *SCALES], "onsets": {str(c): epoch for c, epoch in sorted(state.onsets.items())},
+              "corrected_pixels": state.corrected_pixels,
+              "train_iou_curves": [[round(v * 100, 2) for v in curve] for curve in state.curves]}
+    return losses, record
+
+
 @PROTOCOLS.register("dense")
-@takes_options("img_size", "layer", *TrainingSettings.option_names("dense_"))
+@takes_options("img_size", "layer", "mask_noise", "mask_noise_seed", "adele", "adele_threshold", "adele_confidence",
+               "adele_consistency", *TrainingSettings.option_names("dense_"))
 @applies_when(needs_masks)
 def dense_protocol(context: EvalContext) -> list[EvalResult]:
     started = time.perf_counter()
@@ -146,22 +206,29 @@ def dense_protocol(context: EvalContext) -> list[EvalResult]:
     layer, size = int(context.options.get("layer", -1)), input_size(context)
     settings = TrainingSettings.from_options(context.options, prefix="dense_", **HEAD_DEFAULTS)
     source, num_classes = context.source, num_mask_classes(context.source)
+    adele = AdeleSettings.from_options(context.options) if option_flag(context.options, "adele") else None
+    masks, noise_record = training_masks(context, num_classes)
     train_maps, test_maps = frozen_maps(context, layer, size)
     with seeded(seed, context.device):
         head = LinearDenseHead(train_maps.shape[1], num_classes, source.image_size)
-    train_masks = torch.from_numpy(source.train.masks).to(context.device)  # (N, H, W) uint8
+    if adele is not None:
+        losses, adele_record = train_with_adele(context, head, train_maps, masks, num_classes, settings, adele, seed,
+                                                layer, size)
+        noise_record["adele"] = adele_record
+    else:
+        train_masks = torch.from_numpy(masks).to(context.device)  # (N, H, W) uint8
 
-    def loss(model: nn.Module, maps: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(model(maps), train_masks[indices].long(), ignore_index=IGNORE_INDEX)
+        def loss(model: nn.Module, maps: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(model(maps), train_masks[indices].long(), ignore_index=IGNORE_INDEX)
 
-    losses = fit(head, FeatureInputs(train_maps, context.device), loss, settings, context.device, seed)
+        losses = fit(head, FeatureInputs(train_maps, context.device), loss, settings, context.device, seed)
     confusion = test_confusion(head, test_maps, source.test.masks, num_classes, context.device)
     miou, pixel_accuracy = segmentation_scores(confusion)
     details: dict[str, Any] = {
         **context.base_settings(), "seed": seed, "layer": layer, "input_size": size,
         "feature_map": list(train_maps.shape[1:]), "classes": num_classes, "head": "1x1 conv, bilinear upsampling",
         "epochs": plan_steps(len(train_maps), settings)[2], "lr": settings.lr, "batch_size": settings.batch_size,
-        "final_train_loss": round(losses[-1], 5),
+        "final_train_loss": round(losses[-1], 5), **noise_record,
         "per_class_iou": [None if np.isnan(value) else round(float(value) * 100, 3)
                           for value in iou_per_class(confusion).tolist()],
     }
