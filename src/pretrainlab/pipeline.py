@@ -152,7 +152,8 @@ def method_context(source: ImageSource | StreamSource, img_size: int) -> MethodC
     return MethodContext(img_size=img_size, in_chans=source.channels, mean=tuple(mean), std=tuple(std),
                          num_classes=source.num_classes, dataset_size=len(source.train),
                          captions=() if isinstance(source, StreamSource) else caption_texts(source.train),
-                         tokenizer=getattr(source, "tokenizer", None))
+                         tokenizer=getattr(source, "tokenizer", None),
+                         class_names=tuple(getattr(source, "classes", None) or ()))
 
 
 def training_source(config: RunConfig) -> ImageSource | StreamSource:

@@ -8,6 +8,8 @@ rest 0 (background); where shifted objects overlap, the later one covers the ear
 bright. `multilabels` (N, K) records which classes each canvas shows, for the multi-label protocol.
 Canvases have no single label. `extras["cells"]` (N, 4) records the class + 1 of the object in each grid
 cell (row-major: top left, top right, bottom left, bottom right; 0 = empty), for generated captions.
+`extras["boxes"]` (N, 4, 5) records each object's tight box around its bright pixels (data/boxes.py layout:
+class + 1, x0, y0, x1, y1, exclusive ends; one row per cell, class 0 = empty), for detection.
 Canvases have no single label. Every canvas ships the rule its construction guarantees (eval/consistency.py):
 between 1 and 4 classes present, since 2 to 4 objects are drawn and two may share a class; the multilabel
 protocol reports how often thresholded predictions break it.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pretrainlab.data.boxes import BOXES, tight_box
 from pretrainlab.data.source import ImageSet, ImageSource
 from pretrainlab.errors import PretrainlabError
 
@@ -44,20 +47,25 @@ def parse_argument(argument: str) -> tuple[str, int]:
     return spec, count
 
 
-def paste(canvas: np.ndarray, mask: np.ndarray, image: np.ndarray, class_id: int, top: int, left: int) -> None:
-    """Draws `image` (h, w, C) into `canvas` (H, W, C) and its bright pixels as `class_id` into `mask` (H, W)."""
+def paste(canvas: np.ndarray, mask: np.ndarray, image: np.ndarray, class_id: int, top: int,
+          left: int) -> tuple[int, int, int, int] | None:
+    """Draws `image` (h, w, C) into `canvas` (H, W, C) and its bright pixels as `class_id` into `mask` (H, W);
+    returns the tight box (x0, y0, x1, y1) of those bright pixels on the canvas (None: none is bright)."""
     height, width = image.shape[:2]
     region = canvas[top : top + height, left : left + width]
     bright = image.max(axis=-1) > OBJECT_THRESHOLD  # (h, w)
     region[...] = np.where(bright[..., None], image, np.maximum(region, image))  # soft edges blend in
     mask[top : top + height, left : left + width][bright] = class_id
+    return tight_box(bright, top, left)
 
 
 def compose_canvases(images: np.ndarray, labels: np.ndarray, count: int, rng: np.random.Generator,
-                     cells_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     cells_out: np.ndarray | None = None,
+                     boxes_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """`count` canvases (count, 2h, 2w, C) and masks (count, 2h, 2w) from objects (M, h, w, C) with labels (M,).
 
-    `cells_out` (count, GRID * GRID), when given, receives the class + 1 placed in each cell (0: empty).
+    `cells_out` (count, GRID * GRID), when given, receives the class + 1 placed in each cell (0: empty);
+    `boxes_out` (count, GRID * GRID, 5) each cell's (class + 1, x0, y0, x1, y1) (data/boxes.py; 0: empty).
     """
     _, height, width, channels = images.shape
     canvases = np.zeros((count, GRID * height, GRID * width, channels), dtype=np.uint8)
@@ -71,7 +79,9 @@ def compose_canvases(images: np.ndarray, labels: np.ndarray, count: int, rng: np
             shift_y, shift_x = rng.integers(-max_shift, max_shift + 1, 2)
             top = int(np.clip((cell // GRID) * height + shift_y, 0, (GRID - 1) * height))
             left = int(np.clip((cell % GRID) * width + shift_x, 0, (GRID - 1) * width))
-            paste(canvases[index], masks[index], images[chosen], int(labels[chosen]) + 1, top, left)
+            box = paste(canvases[index], masks[index], images[chosen], int(labels[chosen]) + 1, top, left)
+            if boxes_out is not None and box is not None:  # an object with no bright pixel has no box
+                boxes_out[index, cell] = (int(labels[chosen]) + 1, *box)
             if cells_out is not None:
                 cells_out[index, cell] = int(labels[chosen]) + 1
     return canvases, masks
@@ -103,9 +113,10 @@ def compose_source(objects: ImageSource, count: int) -> ImageSource:
     splits = []
     for images, canvases in ((objects.train, count), (objects.test, max(1, count // 4))):
         cells = np.zeros((canvases, GRID * GRID), dtype=np.uint8)
-        composed, masks = compose_canvases(images.images, images.labels, canvases, rng, cells)
+        boxes = np.zeros((canvases, GRID * GRID, 5), dtype=np.int16)
+        composed, masks = compose_canvases(images.images, images.labels, canvases, rng, cells, boxes)
         splits.append(ImageSet(composed, masks=masks, multilabels=present_classes(masks, num_classes),
-                               extras={CELLS: cells}))
+                               extras={CELLS: cells, BOXES: boxes}))
     return ImageSource(f"composed:{objects.spec}:{count}", splits[0], splits[1], classes=list(names),
                        split_note=f"canvases from the objects' own train/test split ({objects.split_note}), "
                                   f"seed {COMPOSE_SEED}",

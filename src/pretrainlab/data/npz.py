@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from pretrainlab.data.boxes import BOXES
 from pretrainlab.data.cache import cache_key, file_fingerprint
 from pretrainlab.data.image_cache import ChunkDecoder, cache_hit, cached_images, load_cached_images
 from pretrainlab.data.source import ImageSet, ImageSource
@@ -24,7 +25,8 @@ from pretrainlab.errors import PretrainlabError
 
 log = logging.getLogger(__name__)
 
-ARRAY_LAYOUT = "x_train (N,H,W[,C]) uint8, optional y_train (N,), optional x_test/y_test"
+ARRAY_LAYOUT = ("x_train (N,H,W[,C]) uint8, optional y_train (N,), optional x_test/y_test, optional "
+                "boxes_train/boxes_test (N,M,5) of (class + 1, x0, y0, x1, y1) with classes")
 JPEG_LAYOUT = "jpeg_train (bytes) + offsets_train (N+1,), optional y_train, jpeg_test/offsets_test/y_test, classes"
 PIXEL_TYPES = "uint8 0..255, uint16 0..65535, or floats in [0, 1] or [0, 255]"
 
@@ -107,7 +109,8 @@ def _split_from_arrays(archive: np.lib.npyio.NpzFile, split: str) -> ImageSet | 
     if images.ndim == 4 and images.shape[1] in (1, 3) and images.shape[-1] not in (1, 3):
         images = images.transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
     labels = read_array(archive, f"y_{split}") if f"y_{split}" in archive.files else None
-    return ImageSet(images, labels)
+    extras = {BOXES: read_array(archive, f"boxes_{split}")} if f"boxes_{split}" in archive.files else {}
+    return ImageSet(images, labels, extras)  # boxes are checked by the protocols that read them (data/boxes.py)
 
 
 def _split_from_jpeg(archive: np.lib.npyio.NpzFile, split: str, fingerprint: str) -> ImageSet | None:

@@ -30,6 +30,7 @@ class MethodContext:
     dataset_size: int = 0
     captions: tuple[str, ...] = ()  # the training split's captions (image-text sources), to build tokenizers
     tokenizer: Any = None  # a token file's Tokenizer (data/tokens) when the data are code grids (`tokens:PATH`)
+    class_names: tuple[str, ...] = ()  # the source's class names, for methods that name annotated regions (dito)
 
 
 @dataclass(frozen=True)
