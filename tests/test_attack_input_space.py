@@ -13,6 +13,7 @@ from attack_data import CPU, digit_pixels, digits, probed_tinycnn
 
 from pretrainlab.attack.input_space import AttackSettings, eps_label, parse_eps, perturbation_norm
 from pretrainlab.attack.model import predict
+from pretrainlab.attack.plan import make_plan
 from pretrainlab.attack.robustness import attack_batches, robust_accuracy, within_budget
 from pretrainlab.cli import main
 from pretrainlab.errors import PretrainlabError
@@ -81,6 +82,15 @@ def test_l2_budgets_may_exceed_one_and_are_labelled_as_numbers() -> None:
         with pytest.raises(PretrainlabError):
             parse_eps(text, norm)
     assert eps_label(8 / 255) == "8/255" and eps_label(1.0, "l2") == "1" and eps_label(0.5, "l2") == "0.5"
+
+
+def test_an_l2_plan_above_one_is_checked_only_against_the_attacks_it_runs() -> None:
+    """The universal attack's default budget is the largest --eps (an L-inf bound): an L2 plan of PGD and CW with
+    budgets above 1 must not fail on it, while asking for the universal attack with such a budget still does."""
+    plan = make_plan(["pgd", "cw"], ["0.25", "2"], norm="l2")
+    assert plan.eps == [0.25, 2.0]
+    with pytest.raises(PretrainlabError, match="universal"):
+        make_plan(["pgd", "universal"], ["0.25", "2"], norm="l2")
 
 
 def test_the_adversarial_protocol_reports_clean_and_per_eps_records() -> None:

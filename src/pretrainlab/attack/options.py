@@ -96,7 +96,7 @@ def adversarial_training_config(options: dict[str, Any]) -> AdversarialTraining:
                                **values)
 
 
-def check_attack_options(options: dict[str, Any], eps: list[float]) -> None:
+def check_attack_options(options: dict[str, Any], eps: list[float], universal: bool = True) -> None:
     """Refuses an unknown key (naming the closest) and builds every settings object once, so a bad value or range
     fails here rather than after an hour of attacks."""
     valid = known_options()
@@ -109,6 +109,7 @@ def check_attack_options(options: dict[str, Any], eps: list[float]) -> None:
     for key in OWN_OPTIONS:
         typed(options, key)
     AttackSettings.from_options(options)
-    universal_settings(options, eps)
+    if universal:  # its default budget is the largest --eps, an L-inf bound: L2 runs of other attacks may exceed 1
+        universal_settings(options, eps)
     fooling_settings(options)
     adversarial_training_config(options)

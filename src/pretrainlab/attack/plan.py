@@ -81,7 +81,7 @@ def make_plan(attacks: list[str], eps: list[str], norm: str = "linf", defences: 
     parsed = [parse_defence(text) for text in (defences or ["none"])]
     if head != "linear" and any(kind == "fusion" for kind, _ in parsed):
         raise PretrainlabError(f"defence fusion fits one linear probe on the fused features; drop --head {head}")
-    check_attack_options(options or {}, budgets)  # bad keys, values and settings fail here, before any work
+    check_attack_options(options or {}, budgets, universal="universal" in attacks)  # bad values fail before any work
     check_listed(options or {}, "universal_heads", ("knn", "linear", "finetune"))
     check_listed(options or {}, "fooling_methods", FOOLING_METHODS)
     if max_test is not None and max_test < 1:
