@@ -26,8 +26,12 @@ def _worker(rank: int, world_size: int, port: int, function: Callable[..., Any],
     try:
         result = function(rank, world_size, *args)
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()  # no rank tears gloo down while another is still inside a collective
     finally:
         dist.destroy_process_group()
+    # A rank whose work is saved leaves without the interpreter's teardown: gloo's background threads can abort
+    # there ("terminate called without an active exception", SIGABRT) after a run that succeeded, seen once in CI.
+    os._exit(0)
 
 
 def run_distributed(function: Callable[..., Any], world_size: int, *args: Any) -> list[Any]:
