@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from pretrainlab.backbones.text.tokenizer import WordTokenizer
@@ -25,6 +24,7 @@ from pretrainlab.language.module_collocation import (
     linguistic_loss,
     module_tags,
 )
+from tests.brief_training import train_supervised
 from tests.protocol_data import small_source
 
 CAPTIONS = ["a 3 left of a 7", "a 3 at the top left", "two objects: a 3 and an ankle boot"]
@@ -87,24 +87,6 @@ def test_decoders_fit_captions_that_the_cells_determine() -> None:
         generated, weights = decoder.generate(cells[:32])
         assert generated == captions[:32], kind
         assert (weights is None) == (kind == "plain")
-
-
-def train_supervised(backbone: nn.Module, source, steps: int = 100, batch: int = 32) -> None:  # noqa: ANN001
-    """A few Adam steps with labels on the 28 px digits, seed 0: a briefly trained backbone."""
-    torch.manual_seed(0)
-    head = nn.Linear(backbone.embed_dim, 10)
-    optimizer = torch.optim.Adam([*backbone.parameters(), *head.parameters()], lr=3e-3)
-    images = torch.from_numpy(source.train.images).permute(0, 3, 1, 2).float() / 255
-    labels = torch.from_numpy(source.train.labels)
-    generator = torch.Generator().manual_seed(0)
-    backbone.train()
-    for _ in range(steps):
-        chosen = torch.randint(0, len(images), (batch,), generator=generator)
-        loss = F.cross_entropy(head(backbone.pooled((images[chosen] - 0.13) / 0.3)), labels[chosen])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    backbone.eval()
 
 
 def test_probe_on_a_briefly_trained_backbone_beats_a_random_one() -> None:

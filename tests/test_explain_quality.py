@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from pretrainlab.eval.target import EvalTarget
 from pretrainlab.explain.attribution import Explained, attribution_maps
@@ -18,6 +17,7 @@ from pretrainlab.explain.quality import (
     pointing_hits,
     road_scores,
 )
+from tests.brief_training import train_supervised
 from tests.explain_data import canvases, make_context, tiny_target
 
 
@@ -72,21 +72,7 @@ def test_insertion_deletion_and_road_prefer_the_map_that_ranks_the_patch_first()
 
 def train_supervised_tinycnn(source, steps: int = 120, batch: int = 32) -> nn.Module:  # noqa: ANN001
     """A tinycnn trained with labels on digits (28 px) for `steps` Adam steps of `batch` images, seed 0."""
-    backbone = tiny_target("cnn").backbone
-    torch.manual_seed(0)
-    head = nn.Linear(backbone.embed_dim, 10)
-    optimizer = torch.optim.Adam([*backbone.parameters(), *head.parameters()], lr=3e-3)
-    images = torch.from_numpy(source.train.images).permute(0, 3, 1, 2).float() / 255
-    labels = torch.from_numpy(source.train.labels)
-    generator = torch.Generator().manual_seed(0)
-    backbone.train()
-    for _ in range(steps):
-        chosen = torch.randint(0, len(images), (batch,), generator=generator)
-        loss = F.cross_entropy(head(backbone.pooled((images[chosen] - 0.13) / 0.3)), labels[chosen])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return backbone.eval()
+    return train_supervised(tiny_target("cnn").backbone, source, steps, batch)
 
 
 def pointing_accuracy(target: EvalTarget, source, tmp_path, images: int = 40) -> float:  # noqa: ANN001
