@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from typing import Any, TypeVar
@@ -12,6 +13,7 @@ from pretrainlab.errors import PretrainlabError, unknown_name_message
 C = TypeVar("C")
 
 
+EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 TYPE_WORDS = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
 
 
@@ -22,6 +24,8 @@ def _wrong(where: str, wanted: str, value: Any) -> PretrainlabError:
 def _coerce_scalar(value: Any, annotation: Any, where: str) -> Any:
     """Checks a YAML scalar against int, float, bool or str (ints count as floats, whole floats as ints)."""
     numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is float and isinstance(value, str) and EXPONENT_FLOAT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads "5e-4" (no dot) as text; every user means the number
     if annotation is float and numeric:
         return float(value)
     if annotation is int and numeric and float(value).is_integer():
