@@ -5,7 +5,7 @@ trained at the same budget), explained on Fashion-MNIST test images.
     python bench/methods_table.py --methods mae                                          # the ViT runs, then:
     python bench/methods_table.py --methods nmi_had --option nmi_had:teacher=runs/bench-methods/mae
     python bench/methods_table.py --methods supervised --backbone vit_nano_patch4 --tag vit \\
-        --train optimizer=adamw --train lr=5e-4 --train weight_decay=0.05
+        --train optimizer=adamw --train lr=0.0005 --train weight_decay=0.05
     python -m bench.explain_methods_budget --part attention   # ViTs found under runs/bench-methods
     python -m bench.explain_methods_budget --part filters     # CNNs (links to --main and --study run folders)
     python -m bench.explain_methods_budget --render           # two tables in docs/explain.md
