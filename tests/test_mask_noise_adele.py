@@ -94,3 +94,11 @@ def test_bad_options_exit_2_one_line(option: str, tmp_path, capsys: pytest.Captu
                  "--option", "adele=true" if option.startswith("adele_") else "dense_epochs=1"])
     error = capsys.readouterr().err.strip()
     assert code == 2 and error.startswith("error: ") and "\n" not in error, error
+
+
+def test_a_bad_adele_setting_is_refused_even_with_adele_off(capsys: pytest.CaptureFixture[str]) -> None:
+    """A typo in an ADELE setting must not be ignored silently because `adele` was left at its default."""
+    code = main(["eval", "timm:tinycnn", "--protocol", "dense", "--data", "composed:builtin:8", "--option",
+                 "adele_threshold=2", "--option", "dense_epochs=1"])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and "adele_threshold" in error and "\n" not in error, error

@@ -206,7 +206,8 @@ def dense_protocol(context: EvalContext) -> list[EvalResult]:
     layer, size = int(context.options.get("layer", -1)), input_size(context)
     settings = TrainingSettings.from_options(context.options, prefix="dense_", **HEAD_DEFAULTS)
     source, num_classes = context.source, num_mask_classes(context.source)
-    adele = AdeleSettings.from_options(context.options) if option_flag(context.options, "adele") else None
+    adele = AdeleSettings.from_options(context.options)  # checked even when off: a bad value is refused, not ignored
+    adele = adele if option_flag(context.options, "adele") else None
     masks, noise_record = training_masks(context, num_classes)
     train_maps, test_maps = frozen_maps(context, layer, size)
     with seeded(seed, context.device):
