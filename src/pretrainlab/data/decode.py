@@ -168,3 +168,12 @@ def image_mode(data: bytes | BinaryIO | Path) -> str | None:
             return image.mode
     except DECODE_ERRORS:
         return None
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from an encoded image's header (no pixel decoding), None when unreadable."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size[1], image.size[0]
+    except DECODE_ERRORS:
+        return None

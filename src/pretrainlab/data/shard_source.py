@@ -9,7 +9,6 @@ into the memory-mapped image cache in bounded chunks.
 
 from __future__ import annotations
 
-import io
 import itertools
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -17,15 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from pretrainlab.data.cache import cache_key, cached_array
 from pretrainlab.data.decode import (
-    DECODE_ERRORS,
     DECODE_VERSION,
     GRAY_MODES,
     box_shape,
     decode_image,
+    header_size,
     image_mode,
 )
 from pretrainlab.data.image_cache import cached_images
@@ -101,19 +99,10 @@ def shard_split(paths: list[Path], index: dict | None, name: str, image_size: in
     probe = first_samples(split, 64)
     modes = {image_mode(image_member(s)[1]) for s in probe}
     split.mode = "L" if modes and modes <= GRAY_MODES else "RGB"
-    sizes = {_size(image_member(s)[1]) for s in probe}
+    sizes = {header_size(image_member(s)[1]) for s in probe}  # (H, W); only a square one is used
     if image_size is None and len(sizes) == 1 and None not in sizes and next(iter(sizes))[0] == next(iter(sizes))[1]:
         split.size = next(iter(sizes))[0]
     return split
-
-
-def _size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from an image header, None when unreadable."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.size
-    except DECODE_ERRORS:
-        return None
 
 
 def open_stream(argument: str, image_size: int | None = None, aspect: float = 1.0) -> StreamSource:
