@@ -88,8 +88,8 @@ def first_samples(split: ShardSplit, count: int) -> list[dict]:
 def shard_split(paths: list[Path], index: dict | None, name: str, image_size: int | None,
                 aspect: float) -> ShardSplit:
     """The split with counts, colour mode and decode box; the size defaults to the images' own when uniform."""
-    shards, labelled, _, extensions = describe_split(paths, index, name)
-    split = ShardSplit(shards, labelled, "RGB", image_size or DEFAULT_STREAM_SIZE, aspect, extensions)
+    shards, labelled, num_classes, extensions = describe_split(paths, index, name)
+    split = ShardSplit(shards, labelled, "RGB", image_size or DEFAULT_STREAM_SIZE, aspect, extensions, num_classes)
     if index is not None:
         split.mode = index["mode"]
         stored = index.get("image_size")
@@ -118,11 +118,9 @@ def open_stream(argument: str, image_size: int | None = None, aspect: float = 1.
         raise PretrainlabError(f"none of the first {len(preview_samples)} images of shards:{argument} decodes")
     test = decoded_test_split(test_paths, index, train, aspect)
     classes = index.get("classes") if index else None
-    num_classes = len(classes) if classes else (describe_split(train_paths, index, "train")[2] if train.labelled
-                                                else 0)
+    num_classes = len(classes) if classes else (train.num_classes if train.labelled else 0)
     note = index.get("split", "given") if index else "given"
     return StreamSource(f"shards:{argument}", train, test, classes, ImageSet(np.stack(decoded)), num_classes, note)
-
 
 
 def decoded_test_split(test_paths: list, index: dict | None, train: ShardSplit, aspect: float) -> ImageSet | None:
@@ -132,6 +130,7 @@ def decoded_test_split(test_paths: list, index: dict | None, train: ShardSplit, 
     test_split = shard_split(test_paths, index, "test", train.size, aspect)
     test_split.mode = train.mode
     return decoded_split(test_split, "test")
+
 
 def decoded_split(split: ShardSplit, name: str) -> ImageSet:
     """Decodes a whole split into the image cache, chunk by chunk, in file order."""
@@ -151,7 +150,8 @@ def decoded_split(split: ShardSplit, name: str) -> ImageSet:
     def decode_chunk(start: int, stop: int) -> list[np.ndarray | None]:
         chunk = list(itertools.islice(samples, stop - start))
         for offset, sample in enumerate(chunk):
-            labels[start + offset] = sample_label(sample) if sample_label(sample) is not None else -1
+            label = sample_label(sample)
+            labels[start + offset] = -1 if label is None else label
         taken["count"] += len(chunk)
         return list(pool.map(decode_one, chunk))
 
