@@ -15,12 +15,15 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    from torchvision.io import ImageReadMode
 
 # Everything PIL raises for a file it cannot read: truncated data, unknown formats, decompression bombs.
 DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
@@ -117,6 +120,25 @@ def _decode_jpeg_at_box_size(data: bytes, mode: str, height: int, width: int) ->
     return cover_and_crop_tensor(image, height, width).numpy()
 
 
+def decode_jpegs(encoded: list[torch.Tensor], read_mode: ImageReadMode, device: torch.device | str = "cpu") -> list:
+    """torchvision's batched `decode_jpeg` of encoded files (n,) uint8 -> (C, H, W) uint8 each on `device`;
+    a member it refuses is None (one bad member fails the batched call, so the batch is then decoded one by one)."""
+    from torchvision.io import decode_jpeg
+
+    with warnings.catch_warnings():  # torchvision 0.29 announces a move of its decoders to torchcodec
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            return list(decode_jpeg(encoded, mode=read_mode, device=device))
+        except RuntimeError:
+            decoded = []
+            for data in encoded:
+                try:
+                    decoded.append(decode_jpeg(data, mode=read_mode, device=device))
+                except RuntimeError:
+                    decoded.append(None)
+            return decoded
+
+
 def decode_image(data: bytes | BinaryIO | Path, size: int, mode: str, aspect: float = 1.0) -> np.ndarray | None:
     """Decodes one image to (size, round(size * aspect), C) uint8, C = 1 for mode "L" else 3; None if unreadable."""
     height, width = box_shape(size, aspect)
@@ -144,5 +166,14 @@ def image_mode(data: bytes | BinaryIO | Path) -> str | None:
     try:
         with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
             return image.mode
+    except DECODE_ERRORS:
+        return None
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from an encoded image's header (no pixel decoding), None when unreadable."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size[1], image.size[0]
     except DECODE_ERRORS:
         return None

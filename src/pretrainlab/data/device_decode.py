@@ -9,29 +9,13 @@ PIL refuses too is replaced by another image of the batch and counted as skipped
 from __future__ import annotations
 
 import logging
-import warnings
 
 import torch
-from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.io import ImageReadMode
 
-from pretrainlab.data.decode import box_shape, cover_and_crop_tensor, decode_image
+from pretrainlab.data.decode import box_shape, cover_and_crop_tensor, decode_image, decode_jpegs
 
 log = logging.getLogger(__name__)
-
-
-def _decode_jpegs(encoded: list[torch.Tensor], read_mode: ImageReadMode, device: torch.device) -> list:
-    with warnings.catch_warnings():  # torchvision 0.29 announces a move of its decoders to torchcodec
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            return list(decode_jpeg(encoded, mode=read_mode, device=device))
-        except RuntimeError:  # one bad member fails the batch call: retry one by one
-            decoded = []
-            for data in encoded:
-                try:
-                    decoded.append(decode_jpeg(data, mode=read_mode, device=device))
-                except RuntimeError:
-                    decoded.append(None)
-            return decoded
 
 
 def decode_batch(payloads: list[torch.Tensor], size: int, aspect: float, mode: str,
@@ -41,7 +25,7 @@ def decode_batch(payloads: list[torch.Tensor], size: int, aspect: float, mode: s
     read_mode = ImageReadMode.GRAY if mode == "L" else ImageReadMode.RGB
     jpeg_rows = [i for i, payload in enumerate(payloads) if payload.ndim == 1]
     images: list[torch.Tensor | None] = [None if p.ndim == 1 else p.to(device, non_blocking=True) for p in payloads]
-    decoded = _decode_jpegs([payloads[i].cpu() for i in jpeg_rows], read_mode, device) if jpeg_rows else []
+    decoded = decode_jpegs([payloads[i].cpu() for i in jpeg_rows], read_mode, device) if jpeg_rows else []
     for row, image in zip(jpeg_rows, decoded, strict=True):
         if image is not None:
             images[row] = cover_and_crop_tensor(image, height, width)

@@ -8,17 +8,17 @@ NaN, values outside those ranges, a split without images) is a one-line error, n
 from __future__ import annotations
 
 import logging
-import warnings
 import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.io import ImageReadMode
 
 from pretrainlab.data.boxes import BOXES
 from pretrainlab.data.cache import cache_key, file_fingerprint
+from pretrainlab.data.decode import decode_jpegs
 from pretrainlab.data.image_cache import ChunkDecoder, cache_hit, cached_images, load_cached_images
 from pretrainlab.data.source import ImageSet, ImageSource
 from pretrainlab.errors import PretrainlabError
@@ -71,20 +71,9 @@ def as_uint8_images(images: np.ndarray, key: str) -> np.ndarray:
 def jpeg_chunk_decoder(data: np.ndarray, offsets: np.ndarray) -> ChunkDecoder:
     """Decodes images start..stop-1 of concatenated JPEG files with torchvision (one call per chunk)."""
 
-    def decode_one(encoded: torch.Tensor) -> torch.Tensor | None:
-        try:
-            return decode_jpeg(encoded, mode=ImageReadMode.RGB)
-        except RuntimeError:
-            return None  # a damaged file: a counted skip
-
     def decode_chunk(start: int, stop: int) -> list[np.ndarray | None]:
         encoded = [torch.from_numpy(data[offsets[i] : offsets[i + 1]].copy()) for i in range(start, stop)]
-        with warnings.catch_warnings():  # torchvision 0.29 announces a move of its decoders to torchcodec
-            warnings.simplefilter("ignore", DeprecationWarning)
-            try:
-                decoded = decode_jpeg(encoded, mode=ImageReadMode.RGB)
-            except RuntimeError:  # one bad file fails the batched call
-                decoded = [decode_one(data) for data in encoded]
+        decoded = decode_jpegs(encoded, ImageReadMode.RGB)  # a damaged file is None: a counted skip
         return [None if image is None else image.permute(1, 2, 0).numpy() for image in decoded]  # (H, W, 3) each
 
     return decode_chunk

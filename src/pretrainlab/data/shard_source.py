@@ -9,7 +9,6 @@ into the memory-mapped image cache in bounded chunks.
 
 from __future__ import annotations
 
-import io
 import itertools
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -17,15 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from pretrainlab.data.cache import cache_key, cached_array
 from pretrainlab.data.decode import (
-    DECODE_ERRORS,
     DECODE_VERSION,
     GRAY_MODES,
     box_shape,
     decode_image,
+    header_size,
     image_mode,
 )
 from pretrainlab.data.image_cache import cached_images
@@ -90,8 +88,8 @@ def first_samples(split: ShardSplit, count: int) -> list[dict]:
 def shard_split(paths: list[Path], index: dict | None, name: str, image_size: int | None,
                 aspect: float) -> ShardSplit:
     """The split with counts, colour mode and decode box; the size defaults to the images' own when uniform."""
-    shards, labelled, _, extensions = describe_split(paths, index, name)
-    split = ShardSplit(shards, labelled, "RGB", image_size or DEFAULT_STREAM_SIZE, aspect, extensions)
+    shards, labelled, num_classes, extensions = describe_split(paths, index, name)
+    split = ShardSplit(shards, labelled, "RGB", image_size or DEFAULT_STREAM_SIZE, aspect, extensions, num_classes)
     if index is not None:
         split.mode = index["mode"]
         stored = index.get("image_size")
@@ -101,19 +99,10 @@ def shard_split(paths: list[Path], index: dict | None, name: str, image_size: in
     probe = first_samples(split, 64)
     modes = {image_mode(image_member(s)[1]) for s in probe}
     split.mode = "L" if modes and modes <= GRAY_MODES else "RGB"
-    sizes = {_size(image_member(s)[1]) for s in probe}
+    sizes = {header_size(image_member(s)[1]) for s in probe}  # (H, W); only a square one is used
     if image_size is None and len(sizes) == 1 and None not in sizes and next(iter(sizes))[0] == next(iter(sizes))[1]:
         split.size = next(iter(sizes))[0]
     return split
-
-
-def _size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from an image header, None when unreadable."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.size
-    except DECODE_ERRORS:
-        return None
 
 
 def open_stream(argument: str, image_size: int | None = None, aspect: float = 1.0) -> StreamSource:
@@ -129,11 +118,9 @@ def open_stream(argument: str, image_size: int | None = None, aspect: float = 1.
         raise PretrainlabError(f"none of the first {len(preview_samples)} images of shards:{argument} decodes")
     test = decoded_test_split(test_paths, index, train, aspect)
     classes = index.get("classes") if index else None
-    num_classes = len(classes) if classes else (describe_split(train_paths, index, "train")[2] if train.labelled
-                                                else 0)
+    num_classes = len(classes) if classes else (train.num_classes if train.labelled else 0)
     note = index.get("split", "given") if index else "given"
     return StreamSource(f"shards:{argument}", train, test, classes, ImageSet(np.stack(decoded)), num_classes, note)
-
 
 
 def decoded_test_split(test_paths: list, index: dict | None, train: ShardSplit, aspect: float) -> ImageSet | None:
@@ -143,6 +130,7 @@ def decoded_test_split(test_paths: list, index: dict | None, train: ShardSplit, 
     test_split = shard_split(test_paths, index, "test", train.size, aspect)
     test_split.mode = train.mode
     return decoded_split(test_split, "test")
+
 
 def decoded_split(split: ShardSplit, name: str) -> ImageSet:
     """Decodes a whole split into the image cache, chunk by chunk, in file order."""
@@ -162,7 +150,8 @@ def decoded_split(split: ShardSplit, name: str) -> ImageSet:
     def decode_chunk(start: int, stop: int) -> list[np.ndarray | None]:
         chunk = list(itertools.islice(samples, stop - start))
         for offset, sample in enumerate(chunk):
-            labels[start + offset] = sample_label(sample) if sample_label(sample) is not None else -1
+            label = sample_label(sample)
+            labels[start + offset] = -1 if label is None else label
         taken["count"] += len(chunk)
         return list(pool.map(decode_one, chunk))
 

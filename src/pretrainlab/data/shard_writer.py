@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from pretrainlab.atomic import atomic_path
-from pretrainlab.data.decode import DECODE_ERRORS, GRAY_MODES, image_mode
+from pretrainlab.data.decode import GRAY_MODES, header_size, image_mode
 from pretrainlab.data.shards import INDEX_FORMAT, INDEX_NAME
 from pretrainlab.data.splits import SPLIT_SEED, TEST_FRACTION, stratified_indices
 from pretrainlab.errors import PretrainlabError
@@ -146,15 +146,6 @@ def encoded_source(spec: str) -> EncodedSource:
 def subset(split: EncodedSplit, indices: np.ndarray) -> EncodedSplit:
     return EncodedSplit(lambda i: split.read(int(indices[i])), len(indices),
                         None if split.labels is None else split.labels[indices])
-
-
-def header_size(data: bytes) -> tuple[int, int] | None:
-    """(height, width) from an encoded image's header (no pixel decoding), None when unreadable."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.size[1], image.size[0]
-    except DECODE_ERRORS:
-        return None
 
 
 def tar_bytes(sample: dict) -> int:

@@ -38,7 +38,7 @@ class ShardSplit:
 
     Args:
         size: rows of the decoded box; aspect: its width / height (1.0: square).
-        mode: "RGB" or "L". labelled: every sample carries `.cls`.
+        mode: "RGB" or "L". labelled: every sample carries `.cls`. num_classes: from the index, else largest + 1.
     """
 
     shards: list[Shard]
@@ -47,6 +47,7 @@ class ShardSplit:
     size: int
     aspect: float = 1.0
     extensions: list[str] = field(default_factory=list)
+    num_classes: int = 0
 
     def __len__(self) -> int:
         return sum(shard.count for shard in self.shards)

@@ -18,13 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from pretrainlab.data.npz import read_array
 from pretrainlab.data.source import ImageSet, ImageSource
 from pretrainlab.data.tokens.adapt import TokenAdapter
 from pretrainlab.data.tokens.vq import VQVAE, VQConfig
@@ -114,9 +114,9 @@ def write_token_file(path: Path, tokenizer: Tokenizer, splits: dict[str, tuple[n
 
 def _read(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
     try:
-        return archive[key]
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
-        raise PretrainlabError(f"token file {path}: member '{key}' cannot be read ({error})") from None
+        return read_array(archive, key)
+    except PretrainlabError as error:
+        raise PretrainlabError(f"token file {path}: {error}") from None
 
 
 def read_meta(archive: np.lib.npyio.NpzFile, path: Path) -> dict:
