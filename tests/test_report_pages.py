@@ -14,7 +14,7 @@ from report_fixtures import HOSTILE_NAME, HOSTILE_SCRIPT, comparison_rows, make_
 from pretrainlab.cli import main
 from pretrainlab.report import comparison_page, write_run_report
 from pretrainlab.report.comparison import build_comparison
-from pretrainlab.report.levels import level_curves, parse_level
+from pretrainlab.report.levels import by_scale, level_curves, level_unit, parse_level
 from pretrainlab.train.tensorboard import TensorBoardLog
 
 MAX_PAGE_BYTES = 5_000_000
@@ -27,6 +27,15 @@ def test_levels_are_read_from_metric_names() -> None:
     assert parse_level("top1@gaussian_noise") is None and parse_level("top1") is None
     curves = level_curves({"top1@clean": 90.0, "top1@sym20": 80.0, "top1@sym40": 70.0, "top1@nmtune": 1.0})
     assert curves == {"top1@sym": [(0.0, 90.0), (20.0, 80.0), (40.0, 70.0)]}  # clean is level 0
+
+
+def test_levels_of_different_scales_get_different_charts() -> None:
+    """L-inf budgets (8/255) and L2 norms (0.5, 2) of one attack protocol must not share an x axis."""
+    means = {"top1@clean": 80.0, "pgd_linf@4/255": 40.0, "pgd_linf@8/255": 20.0, "pgd_l2@0.5": 30.0, "pgd_l2@2": 1.0}
+    groups = by_scale(means)
+    assert len(groups) == 2 and all("top1@clean" in group for group in groups)
+    assert {frozenset(level_curves(group)) for group in groups} == {frozenset({"pgd_linf"}), frozenset({"pgd_l2"})}
+    assert level_unit(list(groups[1])) == "level" and level_unit(list(groups[0])) == "epsilon"
 
 
 def script_free(page: str) -> str:

@@ -11,7 +11,7 @@ from pretrainlab.atomic import atomic_path
 from pretrainlab.report.comparison import Comparison, zscores
 from pretrainlab.report.formats import format_cell, seeds_note
 from pretrainlab.report.html import cell, page, raw_table, table
-from pretrainlab.report.levels import level_curves, level_unit
+from pretrainlab.report.levels import by_scale, level_curves, level_unit
 from pretrainlab.report.svg import multi_line_chart
 
 BAR_PIXELS = 240
@@ -90,18 +90,19 @@ def seconds_table(comparison: Comparison) -> str:
 
 
 def level_charts(comparison: Comparison) -> list[str]:
-    """Per protocol with levels (label fractions, noise rates, budgets): every backbone's curve in one chart."""
+    """Per protocol and level scale (label fractions, noise rates, budgets): every backbone's curve in one chart."""
     charts = []
     for protocol in comparison.protocols:
-        series = {}
-        metrics: list[str] = []
-        for backbone in comparison.backbones:
-            means = {m: c.mean for (b, p, m), c in comparison.cells.items() if b == backbone and p == protocol}
-            metrics += list(means)
-            for name, points in level_curves(means).items():
-                series[f"{backbone} {name}"] = ([x for x, _ in points], [y for _, y in points])
-        if series:
-            charts.append(multi_line_chart(series, f"{protocol}: every backbone", level_unit(metrics), "%"))
+        by_backbone = {backbone: {m: c.mean for (b, p, m), c in comparison.cells.items()
+                                  if b == backbone and p == protocol} for backbone in comparison.backbones}
+        every = {m: v for means in by_backbone.values() for m, v in means.items()}
+        for group in by_scale(every):
+            series = {}
+            for backbone, means in by_backbone.items():
+                for name, points in level_curves({m: v for m, v in means.items() if m in group}).items():
+                    series[f"{backbone} {name}"] = ([x for x, _ in points], [y for _, y in points])
+            if series:
+                charts.append(multi_line_chart(series, f"{protocol}: every backbone", level_unit(list(group)), "%"))
     return charts
 
 

@@ -61,4 +61,20 @@ def level_unit(metrics: list[str]) -> str:
         return "% of labels"
     if units <= {"eps"}:
         return "epsilon"
-    return "level (" + ", ".join(sorted(unit for unit in units if unit)) + ")"
+    named = sorted(unit for unit in units if unit)
+    return "level (" + ", ".join(named) + ")" if named else "level"
+
+
+def by_scale(means: dict[str, float]) -> list[dict[str, float]]:
+    """One protocol's metrics split by the unit of their levels, so every chart has one x scale: an attack run at
+    L-inf budgets (8/255 = 0.03) and at L2 norms (0.25 .. 2) would otherwise squash one set of curves at 0.
+    Metrics without a level (`top1@clean`) go with every group; one group when all levels share a unit."""
+    groups: dict[str, dict[str, float]] = {}
+    plain = {}
+    for metric, mean in means.items():
+        level = parse_level(metric)
+        if level is None:
+            plain[metric] = mean
+        else:
+            groups.setdefault(level.unit, {})[metric] = mean
+    return [{**plain, **group} for group in groups.values()] or [plain]

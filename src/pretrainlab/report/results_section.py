@@ -16,7 +16,7 @@ from pathlib import Path
 from pretrainlab.report.comparison import Comparison, build_comparison, latest_rows
 from pretrainlab.report.formats import format_cell
 from pretrainlab.report.html import cell, hint, raw_table
-from pretrainlab.report.levels import level_curves, level_unit
+from pretrainlab.report.levels import by_scale, level_curves, level_unit
 from pretrainlab.report.svg import multi_line_chart
 from pretrainlab.store.database import ResultsStore
 from pretrainlab.store.jsonlog import EVALUATIONS_LOG, read_evaluations
@@ -93,21 +93,22 @@ def gauntlet_table(ours: Comparison, random: Comparison | None) -> str:
 
 
 def level_charts(ours: Comparison, random: Comparison | None) -> list[str]:
-    """One chart per protocol whose metrics carry levels: this run's curves, and random init's dashed beside."""
+    """One chart per protocol and level scale: this run's curves, and random init's beside."""
     charts = []
     label = ours.backbones[0]
+    first = random.backbones[0] if random is not None and random.backbones else None
     for protocol in ours.protocols:
         means = {m: c.mean for (b, p, m), c in ours.cells.items() if b == label and p == protocol}
-        curves = level_curves(means)
-        if not curves:
-            continue
-        series = {name: ([x for x, _ in points], [y for _, y in points]) for name, points in curves.items()}
-        if random is not None and random.backbones:
-            first = random.backbones[0]
-            baseline = {m: c.mean for (b, p, m), c in random.cells.items() if b == first and p == protocol}
-            for name, points in level_curves(baseline).items():
+        baseline = {} if first is None else {m: c.mean for (b, p, m), c in random.cells.items()
+                                             if b == first and p == protocol}
+        for group in by_scale(means):
+            curves = level_curves(group)
+            if not curves:
+                continue
+            series = {name: ([x for x, _ in points], [y for _, y in points]) for name, points in curves.items()}
+            for name, points in level_curves({m: v for m, v in baseline.items() if m in group}).items():
                 series[f"random init {name}"] = ([x for x, _ in points], [y for _, y in points])
-        charts.append(multi_line_chart(series, f"{protocol}: accuracy by level", level_unit(list(means)), "%"))
+            charts.append(multi_line_chart(series, f"{protocol}: accuracy by level", level_unit(list(group)), "%"))
     return charts
 
 
