@@ -39,22 +39,38 @@ class Boxes:
 
 
 def match_detections(detections: Boxes, truth: Boxes, class_id: int, iou_threshold: float) -> tuple[np.ndarray, int]:
-    """(is true positive (D_k,) bool in ranking order, number of ground-truth boxes of the class)."""
+    """(is true positive (D_k,) bool in ranking order, number of ground-truth boxes of the class).
+
+    A detection only competes for boxes of its own image, so the greedy matching runs image by image (in
+    ranking order within the image) on one IoU matrix per image instead of one IoU call per detection.
+    """
     chosen = np.flatnonzero(detections.label == class_id)
     order = chosen[np.argsort(-detections.score[chosen], kind="stable")]
     truth_rows = np.flatnonzero(truth.label == class_id)
-    taken = np.zeros(len(truth.label), dtype=bool)
     hits = np.zeros(len(order), dtype=bool)
-    for rank, row in enumerate(order):
-        candidates = truth_rows[(truth.image[truth_rows] == detections.image[row]) & ~taken[truth_rows]]
-        if len(candidates) == 0:
+    truth_of_image = _rows_by_image(truth.image[truth_rows])
+    for image, ranks in _rows_by_image(detections.image[order]).items():  # ranks ascending within an image
+        if image not in truth_of_image:
             continue
-        overlaps = box_iou(torch.as_tensor(detections.boxes[row : row + 1]),
-                           torch.as_tensor(truth.boxes[candidates]))[0].numpy()  # (candidates,)
-        best = int(np.argmax(overlaps))
-        if overlaps[best] >= iou_threshold:
-            taken[candidates[best]] = hits[rank] = True
+        own = truth_rows[truth_of_image[image]]  # the class's boxes in this image, in input order
+        overlaps = box_iou(torch.as_tensor(detections.boxes[order[ranks]]),
+                           torch.as_tensor(truth.boxes[own])).numpy()  # (ranks, own)
+        free = np.ones(len(own), dtype=bool)
+        for rank, row in zip(ranks, overlaps, strict=True):
+            candidates = np.where(free, row, -np.inf)  # a taken box is out of reach
+            best = int(np.argmax(candidates))
+            if candidates[best] >= iou_threshold:
+                free[best], hits[rank] = False, True
     return hits, len(truth_rows)
+
+
+def _rows_by_image(images: np.ndarray) -> dict[int, np.ndarray]:
+    """{image: positions (ascending) in `images` (D,) of that image}."""
+    if len(images) == 0:
+        return {}
+    grouped = np.argsort(images, kind="stable")
+    keys, starts = np.unique(images[grouped], return_index=True)
+    return dict(zip(keys.tolist(), np.split(grouped, starts[1:]), strict=True))
 
 
 def interpolated_ap(hits: np.ndarray, num_truth: int) -> float:

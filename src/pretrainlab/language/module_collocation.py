@@ -60,15 +60,16 @@ def module_tags(ids: torch.Tensor, tokenizer: WordTokenizer, object_names: Seque
     """ids (B, L) -> (B, L) int64 module index per token (`NO_TAG` for padding, BOS and EOS is FUNCTION)."""
     object_words = frozenset(word for name in object_names for word in WordTokenizer.split(name))
     vocabulary = tokenizer.vocabulary
-    tags = torch.full_like(ids, NO_TAG)
-    for row in range(ids.shape[0]):
-        tokens = [vocabulary[int(i)] for i in ids[row]]
+    rows = ids.tolist()  # plain ints in and out: indexing a tensor per token is slow
+    tags = [[NO_TAG] * len(row_ids) for row_ids in rows]
+    for row_ids, row_tags in zip(rows, tags, strict=True):
+        tokens = [vocabulary[i] for i in row_ids]
         for position in range(1, len(tokens)):
-            if int(ids[row, position]) == PAD:
+            if row_ids[position] == PAD:
                 break
             following = tokens[position + 1] if position + 1 < len(tokens) else None
-            tags[row, position] = word_tag(tokens[position], following, object_words)
-    return tags
+            row_tags[position] = word_tag(tokens[position], following, object_words)
+    return torch.tensor(tags, dtype=ids.dtype, device=ids.device).reshape(ids.shape)
 
 
 def attend_cells(cells: torch.Tensor, key_queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

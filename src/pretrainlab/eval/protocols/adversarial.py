@@ -14,8 +14,6 @@ max_test (default 500; 0 = the whole test split), steps and the other `AttackSet
 
 from __future__ import annotations
 
-from typing import Any
-
 from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, takes_options
 from pretrainlab.eval.record import EvalResult
 
@@ -25,18 +23,13 @@ ATTACK_SETTINGS_OPTIONS = ("steps", "step_factor", "eot_samples", "square_querie
                            "restarts")
 
 
-def listed(value: Any, default: list[str]) -> list[str]:
-    if value is None:
-        return default
-    return [str(item) for item in value] if isinstance(value, list | tuple) else str(value).split(",")
-
-
 @PROTOCOLS.register("adversarial")
 @takes_options("attacks", "eps", "norm", "max_test", *ATTACK_SETTINGS_OPTIONS)
 def adversarial_protocol(context: EvalContext) -> list[EvalResult]:
     from pretrainlab.attack.evaluation import DEFAULT_EPS, DEFAULT_MAX_TEST, InputSpaceRun, run_input_space, test_images
     from pretrainlab.attack.input_space import AttackSettings, check_attack, parse_eps
     from pretrainlab.attack.model import probe_subject
+    from pretrainlab.attack.plan import listed
 
     options = context.options
     seed = int(options.get("seed", 0))

@@ -56,7 +56,7 @@ from pretrainlab.eval.open_vocab_detector import (
     split_boxes,
 )
 from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, applies_when, takes_options
-from pretrainlab.eval.protocols.dense import extract_feature_maps, input_size
+from pretrainlab.eval.protocols.dense import extract_feature_maps, input_size, option_flag
 from pretrainlab.eval.protocols.zero_shot import DEFAULT_TEMPLATES, check_templates, class_embeddings
 from pretrainlab.eval.record import EvalResult
 
@@ -121,15 +121,6 @@ def region_ensemble(model: ImageTextModel | None, last_test: torch.Tensor, unsee
     return (model, last_test, weights), "objectness * p^(1-w) * v^w, v from RoI-Align on the last map"
 
 
-def bool_option(options: dict[str, Any], key: str) -> bool:
-    value = options.get(key, False)
-    if isinstance(value, bool):
-        return value
-    if str(value).lower() in ("true", "1", "yes", "false", "0", "no"):
-        return str(value).lower() in ("true", "1", "yes")
-    raise PretrainlabError(f"option {key} must be true or false, got {value!r}")
-
-
 def train_and_map(context: EvalContext, raw: tuple[torch.Tensor, torch.Tensor], boxes: np.ndarray, seen: list[int],
                   texts: torch.Tensor, layer: int, size: int, normalise: tuple[torch.Tensor, torch.Tensor]
                   ) -> tuple[CenterNetHead, torch.Tensor, float, tuple[float, float]]:
@@ -147,7 +138,7 @@ def train_and_map(context: EvalContext, raw: tuple[torch.Tensor, torch.Tensor], 
     targets = build_targets(*split_boxes(boxes, seen), tuple(raw_train.shape[2:]), stride)
     with seeded(seed, device):
         head = CenterNetHead(raw_train.shape[1], texts.shape[1])
-    if not bool_option(options, "finetune"):
+    if not option_flag(options, "finetune"):
         train_maps = (raw_train - channel_mean) / channel_std
         loss = fit_detector(head, FeatureInputs(train_maps, device), targets, texts[seen], settings, device, seed)
         return head, (raw_test - channel_mean) / channel_std, loss, stride
@@ -193,7 +184,7 @@ def open_vocab_detection_protocol(context: EvalContext) -> list[EvalResult]:
     details = {**context.base_settings(), "seed": int(options.get("seed", 0)), "input_size": size, "layer": layer,
                "feature_map": list(test_maps.shape[1:]), "seen": [classes[k] for k in seen],
                "unseen": [classes[k] for k in unseen], "text_embeddings": text_source, "templates": templates,
-               "ensemble": ensemble, "backbone": "fine-tuned copy" if bool_option(options, "finetune") else "frozen",
+               "ensemble": ensemble, "backbone": "fine-tuned copy" if option_flag(options, "finetune") else "frozen",
                **{k: v for k, v in decode.items() if k != "image_size"},
                "head": "CenterNet (class-agnostic heatmap, size, offset, text-scored embedding)",
                "unseen_in_training": "background (not annotated)", "iou_threshold": 0.5, "ap": "all-point interpolated",
