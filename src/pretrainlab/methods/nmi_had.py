@@ -111,6 +111,7 @@ class NMIHAD(Method):
             self.layer.fill_(choose_hybrid_layer(nmi))
             log.info("nmi_had: teacher layer %d chosen (head-mean NMI per layer: %s)", int(self.layer),
                      ", ".join(f"{value:.3f}" for value in nmi))
+            return maps[int(self.layer)]
         maps, _ = attention_maps(teacher.model, views, last=int(self.layer))
         return maps[-1]
 
