@@ -137,12 +137,10 @@ def encode_any_size(vit: nn.Module, images: torch.Tensor, mask: torch.Tensor | N
         images: (B, C, H, W).
         mask: optional (B, N) bool; True patches are replaced by `mask_token` (D,).
     """
-    tokens, grid = patch_embed_any_size(vit, images)  # (B, N, D)
-    if mask is not None:
-        if mask_token is None:
-            raise ValueError("a mask needs a mask_token")
-        tokens = replace_masked_tokens(tokens, mask, mask_token)
-    return encode_tokens(vit, add_patch_positions(vit, tokens, grid))
+    tokens, _ = embed_tokens(vit, images, mask, mask_token)  # (B, P + N, D)
+    for block in vit.blocks:
+        tokens = block(tokens)
+    return vit.norm(tokens)
 
 
 def pooled_any_size(backbone: Backbone, images: torch.Tensor) -> torch.Tensor:
