@@ -26,7 +26,8 @@ import torch
 
 from pretrainlab.backbones import Backbone
 from pretrainlab.backbones.attention import block_with_probabilities
-from pretrainlab.backbones.attention_maps import attention_maps, attention_nmi, embed_tokens, patch_attention
+from pretrainlab.backbones.attention_maps import attention_maps, attention_nmi, patch_attention
+from pretrainlab.backbones.vit_parts import embed_tokens
 from pretrainlab.data.views import ViewSpec
 from pretrainlab.errors import PretrainlabError
 from pretrainlab.methods.base import Batch, Method, MethodContext, register_method
