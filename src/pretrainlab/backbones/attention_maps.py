@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from pretrainlab.backbones.attention import block_with_probabilities
-from pretrainlab.backbones.vit_parts import add_patch_positions, patch_embed_any_size, prefix_tokens
+from pretrainlab.backbones.vit_parts import embed_tokens
 from pretrainlab.errors import PretrainlabError
 
 
@@ -31,13 +31,6 @@ def check_plain_blocks(vit: nn.Module) -> None:
                 not hasattr(block.attn, "qkv"):
             raise PretrainlabError(f"block {index} of this transformer is not a timm ViT block (pre-norm attention "
                                    "with qkv); attention maps support timm VisionTransformer models")
-
-
-def embed_tokens(vit: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Images (B, C, H, W), any multiple of the patch size -> tokens entering the first block (B, P + N, D), grid."""
-    patches, grid = patch_embed_any_size(vit, images)
-    tokens = torch.cat([prefix_tokens(vit, len(images)), add_patch_positions(vit, patches, grid)], dim=1)
-    return vit.norm_pre(vit.pos_drop(tokens)), grid
 
 
 def attention_maps(vit: nn.Module, images: torch.Tensor, last: int | None = None

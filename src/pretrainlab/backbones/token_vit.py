@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import timm
 import torch
 import torch.nn as nn
 from timm.models import register_model
@@ -24,6 +25,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from pretrainlab.backbones.model_api import drop_factory_kwargs
 from pretrainlab.data.tokens.token_file import codes_from_bytes
+from pretrainlab.errors import PretrainlabError
 
 
 class CodeEmbed(nn.Module):
@@ -120,8 +122,6 @@ def is_token_model(model: nn.Module) -> bool:
 
 def token_backbone_options(name: str, options: dict[str, Any], tokenizer: Any) -> dict[str, Any]:
     """Backbone options for pre-training on a token file: its codebook size and tokenizer id, unless given."""
-    import timm
-
     if tokenizer is None or not timm.is_model(name) or not name.startswith(TOKEN_PREFIXES):
         return dict(options)
     filled = {"codebook_size": tokenizer.codebook_size, "tokenizer": tokenizer.id}
@@ -134,8 +134,6 @@ TOKEN_PREFIXES = ("vit_token_", "test_vit_token")
 
 def check_token_pairing(model: nn.Module, name: str, tokenizer: Any, spec: str) -> None:
     """Code grids go to token backbones of the same tokenizer, pixels to the others; else a one-line error."""
-    from pretrainlab.errors import PretrainlabError
-
     token_model = is_token_model(model)
     if tokenizer is None:
         if token_model:

@@ -113,6 +113,22 @@ def replace_masked_tokens(tokens: torch.Tensor, mask: torch.Tensor, mask_token: 
     return torch.where(mask.unsqueeze(-1), mask_token.reshape(1, 1, -1).to(tokens.dtype), tokens)
 
 
+def embed_tokens(vit: nn.Module, images: torch.Tensor, mask: torch.Tensor | None = None,
+                 mask_token: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Images (B, C, H, W), any multiple of the patch size -> tokens entering the first block (B, P + N, D), grid.
+
+    Args:
+        mask: optional (B, N) bool; True patches are replaced by `mask_token` (D,) before positions are added.
+    """
+    patches, grid = patch_embed_any_size(vit, images)
+    if mask is not None:
+        if mask_token is None:
+            raise ValueError("a mask needs a mask_token")
+        patches = replace_masked_tokens(patches, mask, mask_token)
+    tokens = torch.cat([prefix_tokens(vit, len(images)), add_patch_positions(vit, patches, grid)], dim=1)
+    return vit.norm_pre(vit.pos_drop(tokens)), grid
+
+
 def encode_any_size(vit: nn.Module, images: torch.Tensor, mask: torch.Tensor | None = None,
                     mask_token: torch.Tensor | None = None) -> torch.Tensor:
     """All tokens (B, P + N, D) after the final norm, for images of any size (a multiple of the patch size).
@@ -121,12 +137,10 @@ def encode_any_size(vit: nn.Module, images: torch.Tensor, mask: torch.Tensor | N
         images: (B, C, H, W).
         mask: optional (B, N) bool; True patches are replaced by `mask_token` (D,).
     """
-    tokens, grid = patch_embed_any_size(vit, images)  # (B, N, D)
-    if mask is not None:
-        if mask_token is None:
-            raise ValueError("a mask needs a mask_token")
-        tokens = replace_masked_tokens(tokens, mask, mask_token)
-    return encode_tokens(vit, add_patch_positions(vit, tokens, grid))
+    tokens, _ = embed_tokens(vit, images, mask, mask_token)  # (B, P + N, D)
+    for block in vit.blocks:
+        tokens = block(tokens)
+    return vit.norm(tokens)
 
 
 def pooled_any_size(backbone: Backbone, images: torch.Tensor) -> torch.Tensor:

@@ -119,6 +119,6 @@ class CLIP(Method):
     def save_artifacts(self, run_dir: Path) -> None:
         save_text_tower(run_dir / TOWER_FILE, self.text,
                         {"image_projection.weight": self.image_projection.weight, "logit_scale": self.logit_scale},
-                        {"method": "clip"})
+                        {"method": self.name})
         if isinstance(self.text.encoder, TransformerTextEncoder):  # the frozen encoder brings its own tokenizer
             (run_dir / TOKENIZER_FILE).write_text(json.dumps(self.text.encoder.tokenizer.to_dict(), indent=1))

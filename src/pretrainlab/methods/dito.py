@@ -26,24 +26,20 @@ On data without boxes the region term is absent and DITO is CLIP. The run folder
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 from pretrainlab.backbones import Backbone
-from pretrainlab.backbones.text import TransformerTextEncoder
-from pretrainlab.backbones.text.tower import TOWER_FILE, save_text_tower
 from pretrainlab.data.boxes import BOXES
 from pretrainlab.data.synthetic_captions import with_article
 from pretrainlab.errors import PretrainlabError
 from pretrainlab.losses.clip import MAX_LOGIT_SCALE
 from pretrainlab.methods.base import Batch, MethodContext, register_method
-from pretrainlab.methods.clip import CLIP, TOKENIZER_FILE, CLIPConfig
+from pretrainlab.methods.clip import CLIP, CLIPConfig
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +129,3 @@ class DITO(CLIP):
         return {**outputs, "loss": outputs["loss"] + self.config.region_weight * region,
                 "image_loss": outputs["loss"].detach(), "region_loss": region.detach()}
 
-    def save_artifacts(self, run_dir: Path) -> None:
-        save_text_tower(run_dir / TOWER_FILE, self.text,
-                        {"image_projection.weight": self.image_projection.weight, "logit_scale": self.logit_scale},
-                        {"method": "dito"})
-        if isinstance(self.text.encoder, TransformerTextEncoder):  # the frozen encoder brings its own tokenizer
-            (run_dir / TOKENIZER_FILE).write_text(json.dumps(self.text.encoder.tokenizer.to_dict(), indent=1))

@@ -26,7 +26,8 @@ import torch
 
 from pretrainlab.backbones import Backbone
 from pretrainlab.backbones.attention import block_with_probabilities
-from pretrainlab.backbones.attention_maps import attention_maps, attention_nmi, embed_tokens, patch_attention
+from pretrainlab.backbones.attention_maps import attention_maps, attention_nmi, patch_attention
+from pretrainlab.backbones.vit_parts import embed_tokens
 from pretrainlab.data.views import ViewSpec
 from pretrainlab.errors import PretrainlabError
 from pretrainlab.methods.base import Batch, Method, MethodContext, register_method
@@ -111,6 +112,7 @@ class NMIHAD(Method):
             self.layer.fill_(choose_hybrid_layer(nmi))
             log.info("nmi_had: teacher layer %d chosen (head-mean NMI per layer: %s)", int(self.layer),
                      ", ".join(f"{value:.3f}" for value in nmi))
+            return maps[int(self.layer)]
         maps, _ = attention_maps(teacher.model, views, last=int(self.layer))
         return maps[-1]
 

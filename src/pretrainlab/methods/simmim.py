@@ -25,14 +25,7 @@ import torch.nn as nn
 from timm.models.vision_transformer import Block
 
 from pretrainlab.backbones import Backbone
-from pretrainlab.backbones.vit_parts import (
-    add_patch_positions,
-    encode_any_size,
-    patch_embed_any_size,
-    patchify,
-    prefix_tokens,
-    replace_masked_tokens,
-)
+from pretrainlab.backbones.vit_parts import embed_tokens, encode_any_size, patchify
 from pretrainlab.data.masks import coarse_patch_mask
 from pretrainlab.data.views import ViewSpec
 from pretrainlab.errors import PretrainlabError
@@ -98,13 +91,10 @@ class SimMIM(Method):
         if self.config.mto <= 0:
             encoded = encode_any_size(vit, images, mask, self.mask_token)
             return encoded, encoded.new_zeros(())
-        # encode_any_size step for step, with the blocks run by MTO (prefix tokens count as visible)
-        tokens, grid = patch_embed_any_size(vit, images)  # (B, N, D)
-        tokens = add_patch_positions(vit, replace_masked_tokens(tokens, mask, self.mask_token), grid)
-        tokens = torch.cat([prefix_tokens(vit, images.shape[0]), tokens], dim=1)  # (B, P + N, D)
+        # encode_any_size's tokens, with the blocks run by MTO (prefix tokens count as visible)
+        tokens, _ = embed_tokens(vit, images, mask, self.mask_token)  # (B, P + N, D)
         is_mask = torch.cat([mask.new_zeros(mask.shape[0], tokens.shape[1] - mask.shape[1]), mask], dim=1)
-        tokens, mto_loss = run_blocks_with_mto(vit.blocks, vit.norm_pre(vit.pos_drop(tokens)), is_mask,
-                                               self.config.mto_exclude)
+        tokens, mto_loss = run_blocks_with_mto(vit.blocks, tokens, is_mask, self.config.mto_exclude)
         return vit.norm(tokens), mto_loss
 
     def reconstruct(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -38,6 +38,7 @@ from pretrainlab.data.views import ViewSpec
 from pretrainlab.errors import PretrainlabError
 from pretrainlab.losses.optimal_transport import cosine_cost, ot_distance, word_region_alignment_loss
 from pretrainlab.methods.base import Batch, Method, MethodContext, register_method
+from pretrainlab.methods.spark import feature_map_shapes
 
 
 @dataclass(frozen=True)
@@ -101,17 +102,9 @@ class UNITER(Method):
     def __init__(self, backbone: Backbone, config: UNITERConfig, context: MethodContext) -> None:
         super().__init__(backbone, config, context)
         tokenizer = WordTokenizer.build(context.captions, max_length=config.max_length)
-        channels = self._last_map_channels(backbone, context)
+        channels = feature_map_shapes(backbone, context.img_size, context.in_chans)[-1][0]  # last map's C
         self.cross_modal = CrossModalModel(tokenizer, channels, config.width, config.depth, config.heads,
                                            config.region_grid)
-
-    @staticmethod
-    def _last_map_channels(backbone: Backbone, context: MethodContext) -> int:
-        with torch.no_grad():
-            was_training = backbone.training
-            maps = backbone.eval().feature_maps(torch.zeros(1, context.in_chans, context.img_size, context.img_size))
-            backbone.train(was_training)
-        return int(maps[-1].shape[1])
 
     def view_specs(self) -> dict[str, ViewSpec]:
         return {"image": ViewSpec(self.context.img_size, crop_scale=(self.config.crop_min_scale, 1.0), flip_p=0.0,
