@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from bench.common import shared_data
 from bench.explain_study import QUALITY, RESULTS, measure, quality_table
 from pretrainlab.backbones import create_backbone, save_backbone
 
@@ -27,9 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "runs" / "explain-study" / "robust"
 PAGE = ROOT / "docs" / "explain.md"
 STUDY = ROOT.parent / "attack" / "runs" / "study"
-FASHION = next((path for path in (ROOT.parent / "shared" / "data" / "fashion_mnist.npz",
-                                  ROOT.parents[1] / "shared" / "data" / "fashion_mnist.npz") if path.exists()),
-               ROOT.parent / "shared" / "data" / "fashion_mnist.npz")
+FASHION = shared_data("fashion_mnist.npz")
 ROBUST = {"random": "random-tinycnn", "SimCLR": "simclr-fm", "SimCLR + PGD-AT": "simclr-fm-adv-pgd",
           "SimCLR + TRADES": "simclr-fm-adv-trades", "supervised": "supervised-fm"}
 LINKED = ("backbone.safetensors", "classifier.safetensors", "config.yaml")

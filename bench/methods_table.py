@@ -35,6 +35,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench.` imports when run as a script
 
+from bench.common import shared_data  # noqa: E402
 from bench.methods_budget import render_budgets  # noqa: E402
 from pretrainlab.backbones import create_backbone  # noqa: E402
 from pretrainlab.data import load_source  # noqa: E402
@@ -49,9 +50,7 @@ from pretrainlab.train.config import RunConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 # the offline copy beside the checkout (/work/shared for /work/main, one level up for a worktree in /work/wt/NAME)
-DATA = next((path for path in (ROOT.parent / "shared" / "data" / "fashion_mnist.npz",
-                               ROOT.parent.parent / "shared" / "data" / "fashion_mnist.npz") if path.exists()),
-            ROOT.parent / "shared" / "data" / "fashion_mnist.npz")
+DATA = shared_data("fashion_mnist.npz")
 RESULTS = ROOT / "bench" / "results" / "methods"
 TABLE = ROOT / "docs" / "methods.md"
 TRAIN_IMAGES = 10_000
