@@ -31,6 +31,13 @@ def shared_data(name: str) -> Path:
 CIFAR = shared_data("cifar10_jpeg.npz")
 
 
+def replace_block(text: str, tag: str, body: str) -> str:
+    """`text` with what lies between `<!-- tag -->` and `<!-- /tag -->` replaced by `body` (on lines of its own):
+    how every study writes its table into its docs page."""
+    start, end = f"<!-- {tag} -->", f"<!-- /{tag} -->"
+    return text[: text.index(start) + len(start)] + "\n" + body + "\n" + text[text.index(end):]
+
+
 def cifar_images(count: int) -> tuple[np.ndarray, str]:
     """`count` uint8 images (N, 32, 32, 3): CIFAR-10 (JPEG q75) when the offline copy exists, else noise."""
     if CIFAR.exists():

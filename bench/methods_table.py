@@ -35,7 +35,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench.` imports when run as a script
 
-from bench.common import shared_data  # noqa: E402
+from bench.common import replace_block, shared_data  # noqa: E402
 from bench.methods_budget import render_budgets  # noqa: E402
 from pretrainlab.backbones import create_backbone  # noqa: E402
 from pretrainlab.data import load_source  # noqa: E402
@@ -185,7 +185,6 @@ def render() -> None:
                      f"{reconstruction} | "
                      f"{seconds} | {notes(row)} |")
     text = TABLE.read_text() if TABLE.exists() else "# Methods\n\n<!-- table -->\n<!-- /table -->\n"
-    start, end = text.index("<!-- table -->"), text.index("<!-- /table -->")
     header = (f"Fashion-MNIST (`../shared/data/fashion_mnist.npz`), pre-training on a fixed stratified "
               f"{TRAIN_IMAGES}-image subset, {EPOCHS} epochs, batch {BATCH_SIZE}, 2 CPU cores; kNN (T=0.07) and "
               "linear probe on frozen features of all 60,000 training images, top-1 % on the 10,000 test images. "
@@ -193,7 +192,7 @@ def render() -> None:
               "method's own target and distance, so it compares runs of one method, not methods). "
               "Produced by `python bench/methods_table.py --render`.\n\n")
     TABLE.parent.mkdir(parents=True, exist_ok=True)
-    TABLE.write_text(text[: start + len("<!-- table -->")] + "\n" + header + "\n".join(lines) + "\n" + text[end:])
+    TABLE.write_text(replace_block(text, "table", header + "\n".join(lines)))
 
 
 def main() -> None:
