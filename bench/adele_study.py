@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +23,9 @@ import torch
 from pretrainlab.data import load_source
 from pretrainlab.eval import EvalContext, evaluate
 from pretrainlab.eval.target import load_run_target
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench.` imports when run as a script
+from bench.common import replace_block  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "adele"
@@ -68,8 +72,7 @@ def render() -> None:
         lines.append(f"| {noise} | {share:.1f} % | {plain_text} | {adele_text} | {delta} | {onsets or 'none'} | "
                      f"{relabelled} |")
     text = PAGE.read_text()
-    start, end = text.index("<!-- table -->"), text.index("<!-- /table -->")
-    PAGE.write_text(text[: start + len("<!-- table -->")] + "\n" + "\n".join(lines) + "\n" + text[end:])
+    PAGE.write_text(replace_block(text, "table", "\n".join(lines)))
 
 
 def main() -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bench.common import replace_block
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 PAGE = ROOT / "docs" / "architectures.md"
@@ -113,7 +115,6 @@ def render() -> None:
     text = PAGE.read_text()
     for name, table in (("architectures", architecture_table()), ("guidance", guidance_table()),
                         ("compression", compression_table())):
-        start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
-        if start in text and end in text:
-            text = text[: text.index(start) + len(start)] + "\n" + table + "\n" + text[text.index(end):]
+        if f"<!-- {name} -->" in text and f"<!-- /{name} -->" in text:
+            text = replace_block(text, name, table)
     PAGE.write_text(text)

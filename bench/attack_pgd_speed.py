@@ -12,25 +12,15 @@ interleaved rounds and the ratio.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 import torchattacks
 
-import bench.common
 from bench.common import IMAGENET_MEAN, IMAGENET_STD, cifar_images, interleaved_medians, print_step_medians
 from pretrainlab.attack.input_space import AttackSettings
 from pretrainlab.attack.model import AttackedModel, BackboneWithHead
 from pretrainlab.attack.robustness import robust_accuracy
 from pretrainlab.backbones import create_backbone
-
-
-def find_cifar() -> None:
-    """A worktree sits one folder deeper than the main checkout; look for ../shared/data one level up too."""
-    if not bench.common.CIFAR.exists():
-        deeper = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10_jpeg.npz"
-        if deeper.exists():
-            bench.common.CIFAR = deeper
 
 
 def main() -> None:
@@ -46,7 +36,6 @@ def main() -> None:
     backbone = create_backbone(args.backbone, 32, 3)
     model = AttackedModel(BackboneWithHead(backbone, torch.nn.Linear(backbone.embed_dim, 10)),
                           torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)).eval()
-    find_cifar()
     images_uint8, described = cifar_images(args.batch)
     images = torch.from_numpy(images_uint8).permute(0, 3, 1, 2).float().div(255).contiguous()
     labels = torch.randint(0, 10, (args.batch,), generator=torch.Generator().manual_seed(0))

@@ -18,10 +18,24 @@ keep_freed_memory()
 
 SIMCLR_HIDDEN, SIMCLR_OUT, SIMCLR_TEMPERATURE = 512, 128, 0.5
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-# ../shared beside the checkout (/work/main), or two levels up for a worktree (/work/wt/NAME)
-CIFAR = next((path for path in (Path(__file__).resolve().parents[level] / "shared" / "data" / "cifar10_jpeg.npz"
-                                for level in (2, 3)) if path.exists()),
-             Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_jpeg.npz")
+
+
+def shared_data(name: str) -> Path:
+    """`name` in ../shared/data beside the checkout (/work/main), or two levels up for a worktree (/work/wt/NAME);
+    the checkout's sibling when neither exists, so a missing-file message names the usual place."""
+    checkout = Path(__file__).resolve().parents[1]
+    candidates = [folder / "shared" / "data" / name for folder in (checkout.parent, checkout.parent.parent)]
+    return next((path for path in candidates if path.exists()), candidates[0])
+
+
+CIFAR = shared_data("cifar10_jpeg.npz")
+
+
+def replace_block(text: str, tag: str, body: str) -> str:
+    """`text` with what lies between `<!-- tag -->` and `<!-- /tag -->` replaced by `body` (on lines of its own):
+    how every study writes its table into its docs page."""
+    start, end = f"<!-- {tag} -->", f"<!-- /{tag} -->"
+    return text[: text.index(start) + len(start)] + "\n" + body + "\n" + text[text.index(end):]
 
 
 def cifar_images(count: int) -> tuple[np.ndarray, str]:

@@ -23,11 +23,9 @@ import re
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from bench.explain_robust import FASHION, LINKED, STUDY
-from bench.explain_study import RESULTS, load, measure, ordered
-from pretrainlab.backbones import create_backbone, save_backbone
+from bench.explain_robust import FASHION, STUDY, link_files
+from bench.explain_study import RESULTS, load, measure, ordered, random_run
 
 ROOT = Path(__file__).resolve().parent.parent
 LINKS = ROOT / "runs" / "explain-study" / "methods-budget"
@@ -47,37 +45,23 @@ CNNS = {"random": ("random", "random-tinycnn", "random-tinycnn"), "SimCLR": ("st
         "PixPro": ("main", "pixpro", "pixpro"), "VICReg": ("main", "vicreg", "vicreg")}
 
 
-def random_folder(name: str) -> Path:
-    """A run-like folder holding the fair random init (seed 0) of `name` at 28 px, 1 channel."""
-    folder = LINKS / f"random-{name}"
-    if not (folder / "backbone.safetensors").exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(0)
-        save_backbone(create_backbone(name, 28, 1), folder / "backbone.safetensors")
-    return folder
-
-
 def linked(source: Path) -> Path | None:
     """runs/explain-study/methods-budget/NAME with links to `source`'s weights, head and config (None: no run)."""
     if not (source / "backbone.safetensors").exists():
         return None
-    folder = LINKS / source.name
-    folder.mkdir(parents=True, exist_ok=True)
-    for file_name in LINKED:
-        if (source / file_name).exists() and not (folder / file_name).is_symlink():
-            (folder / file_name).symlink_to((source / file_name).resolve())
-    return folder
+    link_files(source, LINKS / source.name)
+    return LINKS / source.name
 
 
 def vit_folder(name: str) -> Path | None:
     if name.startswith("random-"):
-        return random_folder(name.removeprefix("random-"))
+        return random_run(name.removeprefix("random-"), LINKS)
     return OWN / name if (OWN / name / "backbone.safetensors").exists() else None
 
 
 def cnn_folder(where: str, name: str, main: Path, study: Path) -> Path | None:
     if where == "random":
-        return random_folder("tinycnn")
+        return random_run("tinycnn", LINKS)
     return linked((main if where == "main" else study) / name)
 
 
@@ -136,7 +120,7 @@ def filters_table() -> str:
              "orthogonality (layer 0 / 1 / 2; mean) |", "| --- | --- | --- | --- | --- |"]
     for entry in entries:
         where, name, row_name = CNNS[entry["label"]]
-        folder = random_folder("tinycnn") if where == "random" else LINKS / name
+        folder = random_run("tinycnn", LINKS) if where == "random" else LINKS / name
         arrays = np.load(folder / "explain" / "filters.npz")
         values = {row["metric"]: row["value"] for row in entry["rows"]}
         entropy = " / ".join(f"{v:.3f}" for v in arrays["variance_entropy"])

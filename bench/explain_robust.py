@@ -18,40 +18,37 @@ import argparse
 import re
 from pathlib import Path
 
-import torch
-
-from bench.explain_study import QUALITY, RESULTS, measure, quality_table
-from pretrainlab.backbones import create_backbone, save_backbone
+from bench.common import shared_data
+from bench.explain_study import QUALITY, RESULTS, measure, quality_table, random_run
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "runs" / "explain-study" / "robust"
 PAGE = ROOT / "docs" / "explain.md"
 STUDY = ROOT.parent / "attack" / "runs" / "study"
-FASHION = next((path for path in (ROOT.parent / "shared" / "data" / "fashion_mnist.npz",
-                                  ROOT.parents[1] / "shared" / "data" / "fashion_mnist.npz") if path.exists()),
-               ROOT.parent / "shared" / "data" / "fashion_mnist.npz")
+FASHION = shared_data("fashion_mnist.npz")
 ROBUST = {"random": "random-tinycnn", "SimCLR": "simclr-fm", "SimCLR + PGD-AT": "simclr-fm-adv-pgd",
           "SimCLR + TRADES": "simclr-fm-adv-trades", "supervised": "supervised-fm"}
 LINKED = ("backbone.safetensors", "classifier.safetensors", "config.yaml")
 
 
-def linked_run(name: str, study: Path) -> Path:
-    """runs/explain-study/robust/NAME: the study run's files as read-only links, or a random init of seed 0."""
-    folder = RUNS / name
+def link_files(source: Path, folder: Path) -> None:
+    """Links `source`'s weights, head and config into `folder` (read-only use; files already linked are kept)."""
     folder.mkdir(parents=True, exist_ok=True)
-    if name == "random-tinycnn":
-        if not (folder / "backbone.safetensors").exists():
-            torch.manual_seed(0)
-            save_backbone(create_backbone("tinycnn", 28, 1), folder / "backbone.safetensors")
-        return folder
-    source = study / name
-    if not (source / "backbone.safetensors").exists():
-        raise SystemExit(f"{source} has no backbone.safetensors: run bench/robustness_study.sh first (or --study)")
     for file_name in LINKED:
         link = folder / file_name
         if (source / file_name).exists() and not link.is_symlink():
             link.symlink_to((source / file_name).resolve())
-    return folder
+
+
+def linked_run(name: str, study: Path) -> Path:
+    """runs/explain-study/robust/NAME: the study run's files as read-only links, or a random init of seed 0."""
+    if name == "random-tinycnn":
+        return random_run("tinycnn", RUNS)
+    source = study / name
+    if not (source / "backbone.safetensors").exists():
+        raise SystemExit(f"{source} has no backbone.safetensors: run bench/robustness_study.sh first (or --study)")
+    link_files(source, RUNS / name)
+    return RUNS / name
 
 
 def render() -> None:

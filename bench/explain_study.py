@@ -35,9 +35,10 @@ QUALITY = {"data": "composed:builtin:400", "images": 12, "probe_images": 400,
            "options": {"road_percentiles": [20, 50, 80], "insertion_steps": 8, "rise_masks": 256}}
 
 
-def random_run(name: str) -> Path:
-    """A run-like folder holding a random-init (seed 0, fair init) backbone at 28 px, so it is explained like a run."""
-    folder = RUNS / f"random-{name}"
+def random_run(name: str, under: Path = RUNS) -> Path:
+    """A run-like folder under `under` holding a random-init (seed 0, fair init) backbone at 28 px, so it is
+    explained like a run (bench/explain_robust.py and bench/explain_methods_budget.py keep theirs elsewhere)."""
+    folder = under / f"random-{name}"
     if not (folder / "backbone.safetensors").exists():
         folder.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(0)

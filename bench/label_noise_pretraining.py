@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -30,6 +31,9 @@ from pretrainlab.data.subsets import limit_source
 from pretrainlab.eval import EvalContext, EvalTarget, evaluate
 from pretrainlab.eval.target import load_run_target
 from pretrainlab.pipeline import build_run_config, pretrain, seeded_target
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench.` imports when run as a script
+from bench.common import replace_block  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "label_noise"
@@ -106,8 +110,7 @@ def render() -> None:
               f"in-domain `{first['in_domain']}`, out-of-domain `{first['out_of_domain']}`; mean ± sample std over "
               "seeds. 2 shared CPU cores. Produced by `python bench/label_noise_pretraining.py --render`.\n\n")
     text = DOC.read_text()
-    start, end = text.index("<!-- results -->"), text.index("<!-- /results -->")
-    DOC.write_text(text[: start + len("<!-- results -->")] + "\n" + header + "\n".join(lines) + "\n" + text[end:])
+    DOC.write_text(replace_block(text, "results", header + "\n".join(lines)))
 
 
 def main() -> None:

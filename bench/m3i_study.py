@@ -25,9 +25,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import methods_table  # noqa: E402
+import methods_table  # noqa: E402  (it puts the checkout on sys.path, for `bench.` below)
 from methods_table import BATCH_SIZE, CNN_BACKBONE, EPOCHS, ROOT, evaluate_target, last_logged, load_data  # noqa: E402
 
+from bench.common import replace_block  # noqa: E402
 from pretrainlab.backbones import create_backbone  # noqa: E402
 from pretrainlab.eval import EvalTarget  # noqa: E402
 from pretrainlab.eval.target import load_run_target  # noqa: E402
@@ -82,8 +83,7 @@ def render() -> None:
         lines.append(f"| {row['row']} | {options} | {row['knn_top1']:.2f} ({row['knn_k']}) | "
                      f"{row['linear_top1']:.2f} | {row['seconds']:.0f} |")
     text = PAGE.read_text()
-    start, end = text.index("<!-- table -->"), text.index("<!-- /table -->")
-    PAGE.write_text(text[: start + len("<!-- table -->")] + "\n" + "\n".join(lines) + "\n" + text[end:])
+    PAGE.write_text(replace_block(text, "table", "\n".join(lines)))
 
 
 def main() -> None:

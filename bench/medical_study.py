@@ -32,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench.` imports when run as a script
 
+from bench.common import shared_data  # noqa: E402
 from bench.medical_render import render  # noqa: E402
 from pretrainlab.data import load_source  # noqa: E402
 from pretrainlab.data.source import ImageSource  # noqa: E402
@@ -40,9 +41,7 @@ from pretrainlab.pipeline import build_run_config, pretrain, saved_run_config  #
 from pretrainlab.train.checkpoint import checkpoint_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = next((path for path in (ROOT.parent / "shared" / "data" / "fashion_mnist.npz",
-                               ROOT.parent.parent / "shared" / "data" / "fashion_mnist.npz") if path.exists()),
-            ROOT.parent / "shared" / "data" / "fashion_mnist.npz")
+DATA = shared_data("fashion_mnist.npz")
 CANVASES = 2000
 RUNS = ROOT / "runs" / "medical"
 RESULTS = ROOT / "bench" / "results" / "medical"

@@ -35,6 +35,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench.` imports when run as a script
 
+from bench.common import replace_block, shared_data  # noqa: E402
 from bench.methods_budget import render_budgets  # noqa: E402
 from pretrainlab.backbones import create_backbone  # noqa: E402
 from pretrainlab.data import load_source  # noqa: E402
@@ -49,9 +50,7 @@ from pretrainlab.train.config import RunConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 # the offline copy beside the checkout (/work/shared for /work/main, one level up for a worktree in /work/wt/NAME)
-DATA = next((path for path in (ROOT.parent / "shared" / "data" / "fashion_mnist.npz",
-                               ROOT.parent.parent / "shared" / "data" / "fashion_mnist.npz") if path.exists()),
-            ROOT.parent / "shared" / "data" / "fashion_mnist.npz")
+DATA = shared_data("fashion_mnist.npz")
 RESULTS = ROOT / "bench" / "results" / "methods"
 TABLE = ROOT / "docs" / "methods.md"
 TRAIN_IMAGES = 10_000
@@ -186,7 +185,6 @@ def render() -> None:
                      f"{reconstruction} | "
                      f"{seconds} | {notes(row)} |")
     text = TABLE.read_text() if TABLE.exists() else "# Methods\n\n<!-- table -->\n<!-- /table -->\n"
-    start, end = text.index("<!-- table -->"), text.index("<!-- /table -->")
     header = (f"Fashion-MNIST (`../shared/data/fashion_mnist.npz`), pre-training on a fixed stratified "
               f"{TRAIN_IMAGES}-image subset, {EPOCHS} epochs, batch {BATCH_SIZE}, 2 CPU cores; kNN (T=0.07) and "
               "linear probe on frozen features of all 60,000 training images, top-1 % on the 10,000 test images. "
@@ -194,7 +192,7 @@ def render() -> None:
               "method's own target and distance, so it compares runs of one method, not methods). "
               "Produced by `python bench/methods_table.py --render`.\n\n")
     TABLE.parent.mkdir(parents=True, exist_ok=True)
-    TABLE.write_text(text[: start + len("<!-- table -->")] + "\n" + header + "\n".join(lines) + "\n" + text[end:])
+    TABLE.write_text(replace_block(text, "table", header + "\n".join(lines)))
 
 
 def main() -> None:

@@ -27,9 +27,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import methods_table  # noqa: E402
+import methods_table  # noqa: E402  (it puts the checkout on sys.path, for `bench.` below)
 from methods_table import BATCH_SIZE, EPOCHS, ROOT, TRAIN_IMAGES, VIT_BACKBONE, load_data  # noqa: E402
 
+from bench.common import replace_block  # noqa: E402
 from pretrainlab.backbones import create_backbone  # noqa: E402
 from pretrainlab.data.source import ImageSource  # noqa: E402
 from pretrainlab.data.splits import stratified_indices  # noqa: E402
@@ -105,14 +106,13 @@ def render() -> None:
     for method in NAMES:
         lines += render_method(method, [r for r in rows if r.get("method", "mae") == method])
     text = DOC.read_text() if DOC.exists() else "# Masked token optimisation\n\n<!-- results -->\n<!-- /results -->\n"
-    start, end = text.index("<!-- results -->"), text.index("<!-- /results -->")
     header = (f"Fashion-MNIST (`../shared/data/fashion_mnist.npz`), {VIT_BACKBONE}, a fixed stratified subset (seed 0) "
               f"of the training split, each method's recipe with a 1-epoch warm-up, 2 shared CPU cores; online kNN "
               "(cosine, T=0.07) on the subset's features after every epoch, top-1 % on a fixed stratified set of test "
               "images (all 10,000 unless the section says fewer). Produced by `python bench/mto_epochs.py --render`."
               "\n\n")
     DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text[: start + len("<!-- results -->")] + "\n" + header + "\n".join(lines) + "\n" + text[end:])
+    DOC.write_text(replace_block(text, "results", header + "\n".join(lines)))
 
 
 def render_method(method: str, rows: list[dict]) -> list[str]:

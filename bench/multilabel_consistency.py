@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -25,6 +26,9 @@ from pretrainlab.data import load_source
 from pretrainlab.eval import EvalContext, EvalTarget, evaluate
 from pretrainlab.eval.target import load_run_target
 from pretrainlab.pipeline import seeded_target
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench.` imports when run as a script
+from bench.common import replace_block  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "consistency"
@@ -65,8 +69,7 @@ def render() -> None:
               f"the ground truth breaks a rule on {rows[0]['ground_truth']:.2f} % of canvases. All values in %. "
               "Produced by `python bench/multilabel_consistency.py --render`.\n\n")
     text = DOC.read_text()
-    start, end = text.index("<!-- results -->"), text.index("<!-- /results -->")
-    DOC.write_text(text[: start + len("<!-- results -->")] + "\n" + header + "\n".join(lines) + "\n" + text[end:])
+    DOC.write_text(replace_block(text, "results", header + "\n".join(lines)))
 
 
 def main() -> None:
