@@ -11,7 +11,7 @@ from pretrainlab.atomic import atomic_path
 from pretrainlab.report.comparison import Comparison, zscores
 from pretrainlab.report.formats import format_cell, seeds_note
 from pretrainlab.report.html import cell, page, raw_table, table
-from pretrainlab.report.levels import level_curves, level_unit
+from pretrainlab.report.levels import level_series, level_unit
 from pretrainlab.report.svg import multi_line_chart
 
 BAR_PIXELS = 240
@@ -96,10 +96,9 @@ def level_charts(comparison: Comparison) -> list[str]:
         series = {}
         metrics: list[str] = []
         for backbone in comparison.backbones:
-            means = {m: c.mean for (b, p, m), c in comparison.cells.items() if b == backbone and p == protocol}
+            means = comparison.means(backbone, protocol)
             metrics += list(means)
-            for name, points in level_curves(means).items():
-                series[f"{backbone} {name}"] = ([x for x, _ in points], [y for _, y in points])
+            series.update({f"{backbone} {name}": points for name, points in level_series(means).items()})
         if series:
             charts.append(multi_line_chart(series, f"{protocol}: every backbone", level_unit(metrics), "%"))
     return charts

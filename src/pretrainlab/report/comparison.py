@@ -63,6 +63,10 @@ class Comparison:
     def protocols(self) -> list[str]:
         return list(dict.fromkeys(column.protocol for column in self.columns))
 
+    def means(self, backbone: str, protocol: str) -> dict[str, float]:
+        """metric -> mean of `backbone`'s cells of `protocol`."""
+        return {m: c.mean for (b, p, m), c in self.cells.items() if b == backbone and p == protocol}
+
 
 def zscores(values: dict[str, float], higher_is_better: bool = True) -> dict[str, float]:
     """(x - mean) / population std across backbones, negated when lower is better; 0 when all are equal."""

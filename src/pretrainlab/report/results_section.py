@@ -16,7 +16,7 @@ from pathlib import Path
 from pretrainlab.report.comparison import Comparison, build_comparison, latest_rows
 from pretrainlab.report.formats import format_cell
 from pretrainlab.report.html import cell, hint, raw_table
-from pretrainlab.report.levels import level_curves, level_unit
+from pretrainlab.report.levels import level_series, level_unit
 from pretrainlab.report.svg import multi_line_chart
 from pretrainlab.store.database import ResultsStore
 from pretrainlab.store.jsonlog import EVALUATIONS_LOG, read_evaluations
@@ -97,16 +97,13 @@ def level_charts(ours: Comparison, random: Comparison | None) -> list[str]:
     charts = []
     label = ours.backbones[0]
     for protocol in ours.protocols:
-        means = {m: c.mean for (b, p, m), c in ours.cells.items() if b == label and p == protocol}
-        curves = level_curves(means)
-        if not curves:
+        means = ours.means(label, protocol)
+        series = level_series(means)
+        if not series:
             continue
-        series = {name: ([x for x, _ in points], [y for _, y in points]) for name, points in curves.items()}
         if random is not None and random.backbones:
-            first = random.backbones[0]
-            baseline = {m: c.mean for (b, p, m), c in random.cells.items() if b == first and p == protocol}
-            for name, points in level_curves(baseline).items():
-                series[f"random init {name}"] = ([x for x, _ in points], [y for _, y in points])
+            baseline = level_series(random.means(random.backbones[0], protocol))
+            series.update({f"random init {name}": points for name, points in baseline.items()})
         charts.append(multi_line_chart(series, f"{protocol}: accuracy by level", level_unit(list(means)), "%"))
     return charts
 
