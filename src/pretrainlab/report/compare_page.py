@@ -3,12 +3,11 @@ label-fraction curves of every backbone in one chart, and seconds per protocol; 
 
 from __future__ import annotations
 
-import statistics
 from html import escape
 from pathlib import Path
 
 from pretrainlab.atomic import atomic_path
-from pretrainlab.report.comparison import Comparison, zscores
+from pretrainlab.report.comparison import Comparison, zscores_per_protocol
 from pretrainlab.report.formats import format_cell, seeds_note
 from pretrainlab.report.html import cell, page, raw_table, table
 from pretrainlab.report.levels import level_series, level_unit
@@ -52,13 +51,7 @@ def results_table(comparison: Comparison) -> str:
 
 def protocol_zscores(comparison: Comparison) -> dict[tuple[str, str], float]:
     """(backbone, protocol) -> mean z-score of that protocol's metrics across the compared backbones."""
-    collected: dict[tuple[str, str], list[float]] = {}
-    for column in comparison.columns:
-        values = {b: comparison.cells[(b, column.protocol, column.metric)].mean for b in comparison.backbones
-                  if (b, column.protocol, column.metric) in comparison.cells}
-        for backbone, z in zscores(values, column.higher_is_better).items():
-            collected.setdefault((backbone, column.protocol), []).append(z)
-    return {key: statistics.fmean(values) for key, values in collected.items()}
+    return zscores_per_protocol({key: found.mean for key, found in comparison.cells.items()}, comparison.columns)
 
 
 def z_bar(z: float) -> str:
