@@ -126,9 +126,10 @@ def corruption_chart(rows: list[EvaluationRow], data: str, title: str) -> str:
                             x_ticks_at=SEVERITIES)
 
 
-def evaluations_section(run_dir: Path, backbone: str | None, stored: list[EvaluationRow]) -> list[str]:
-    """`stored`: the store's rows (the run's own rows missing from its log, and the random-init baseline)."""
-    ours_rows = [row for row in run_rows(run_dir, stored) if not is_explain(row.protocol)]
+def evaluations_section(run_dir: Path, backbone: str | None, rows: list[EvaluationRow],
+                        stored: list[EvaluationRow]) -> list[str]:
+    """`rows`: the run's own (`run_rows`); `stored`: the store's rows (the random-init baseline among them)."""
+    ours_rows = [row for row in rows if not is_explain(row.protocol)]
     random_rows = baseline_rows(backbone, stored)
     parts = ["<h2 id=\"evaluations\">Evaluations</h2>"]
     gauntlet_rows = [row for row in ours_rows if not is_attack(row.protocol)]
