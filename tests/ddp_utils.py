@@ -12,6 +12,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from pretrainlab.distributed import leave_process_group
+
 
 def _free_port() -> int:
     with socket.socket() as handle:
@@ -28,7 +30,7 @@ def _worker(rank: int, world_size: int, port: int, function: Callable[..., Any],
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
         dist.barrier()  # no rank tears gloo down while another is still inside a collective
     finally:
-        dist.destroy_process_group()
+        leave_process_group()  # after a failure, a peer already gone must not hide this rank's own error
     # A rank whose work is saved leaves without the interpreter's teardown: gloo's background threads can abort
     # there ("terminate called without an active exception", SIGABRT) after a run that succeeded, seen once in CI.
     os._exit(0)

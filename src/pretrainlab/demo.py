@@ -16,8 +16,8 @@ from pretrainlab.store.database import DEFAULT_STORE
 DEMO_METHOD = "simclr"
 DEMO_BACKBONE = "tinycnn"
 DEMO_EPOCHS = 20
-DEMO_WARMUP_EPOCHS = 2.0
-DEMO_PROTOCOLS = ("knn", "linear")  # the recipe's 10 warm-up epochs suit 100-epoch runs, not a 20-epoch demo
+DEMO_WARMUP_EPOCHS = 2.0  # a tenth of the demo's 20 epochs, kept when --epochs changes the run's length
+DEMO_PROTOCOLS = ("knn", "linear")
 
 
 def record_demo_results(run_dir: Path, source: Any, store: Path | str) -> tuple[dict[str, Any], dict[str, Any]]:

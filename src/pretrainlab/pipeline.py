@@ -291,11 +291,7 @@ def untrained_run(config: RunConfig, source: ImageSource | None = None) -> Path:
     source = limit_source(source or load_source(config.data, image_size=config.img_size), config.max_train)
     img_size = config.img_size or source.image_size[0]
     context = method_context(source, img_size)
-    torch.manual_seed(config.train.seed)  # the initial weights pretrain() starts from
-    backbone = create_backbone(config.backbone, img_size, source.channels, **config.backbone_options)
-    method_class = METHODS.get(config.method)
-    method = method_class(backbone, build_config(method_class.config_class, config.method_options, config.method),
-                          context)
+    method = build_method(config, context, source.mirror_invariant)[0]  # the initial weights pretrain() starts from
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(run_dir, config, {"img_size": img_size, "in_chans": source.channels, "mean": list(context.mean),
                                    "std": list(context.std), "num_classes": source.num_classes,

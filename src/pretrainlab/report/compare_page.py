@@ -3,15 +3,14 @@ label-fraction curves of every backbone in one chart, and seconds per protocol; 
 
 from __future__ import annotations
 
-import statistics
 from html import escape
 from pathlib import Path
 
 from pretrainlab.atomic import atomic_path
-from pretrainlab.report.comparison import Comparison, zscores
+from pretrainlab.report.comparison import Comparison, zscores_per_protocol
 from pretrainlab.report.formats import format_cell, seeds_note
 from pretrainlab.report.html import cell, page, raw_table, table
-from pretrainlab.report.levels import by_scale, level_curves, level_unit
+from pretrainlab.report.levels import by_scale, level_series, level_unit
 from pretrainlab.report.svg import multi_line_chart
 
 BAR_PIXELS = 240
@@ -52,13 +51,7 @@ def results_table(comparison: Comparison) -> str:
 
 def protocol_zscores(comparison: Comparison) -> dict[tuple[str, str], float]:
     """(backbone, protocol) -> mean z-score of that protocol's metrics across the compared backbones."""
-    collected: dict[tuple[str, str], list[float]] = {}
-    for column in comparison.columns:
-        values = {b: comparison.cells[(b, column.protocol, column.metric)].mean for b in comparison.backbones
-                  if (b, column.protocol, column.metric) in comparison.cells}
-        for backbone, z in zscores(values, column.higher_is_better).items():
-            collected.setdefault((backbone, column.protocol), []).append(z)
-    return {key: statistics.fmean(values) for key, values in collected.items()}
+    return zscores_per_protocol({key: found.mean for key, found in comparison.cells.items()}, comparison.columns)
 
 
 def z_bar(z: float) -> str:
@@ -93,14 +86,13 @@ def level_charts(comparison: Comparison) -> list[str]:
     """Per protocol and level scale (label fractions, noise rates, budgets): every backbone's curve in one chart."""
     charts = []
     for protocol in comparison.protocols:
-        by_backbone = {backbone: {m: c.mean for (b, p, m), c in comparison.cells.items()
-                                  if b == backbone and p == protocol} for backbone in comparison.backbones}
+        by_backbone = {backbone: comparison.means(backbone, protocol) for backbone in comparison.backbones}
         every = {m: v for means in by_backbone.values() for m, v in means.items()}
         for group in by_scale(every):
             series = {}
             for backbone, means in by_backbone.items():
-                for name, points in level_curves({m: v for m, v in means.items() if m in group}).items():
-                    series[f"{backbone} {name}"] = ([x for x, _ in points], [y for _, y in points])
+                inside = {m: v for m, v in means.items() if m in group}
+                series.update({f"{backbone} {name}": points for name, points in level_series(inside).items()})
             if series:
                 charts.append(multi_line_chart(series, f"{protocol}: every backbone", level_unit(list(group)), "%"))
     return charts

@@ -63,6 +63,10 @@ class Comparison:
     def protocols(self) -> list[str]:
         return list(dict.fromkeys(column.protocol for column in self.columns))
 
+    def means(self, backbone: str, protocol: str) -> dict[str, float]:
+        """metric -> mean of `backbone`'s cells of `protocol`."""
+        return {m: c.mean for (b, p, m), c in self.cells.items() if b == backbone and p == protocol}
+
 
 def zscores(values: dict[str, float], higher_is_better: bool = True) -> dict[str, float]:
     """(x - mean) / population std across backbones, negated when lower is better; 0 when all are equal."""
@@ -74,22 +78,30 @@ def zscores(values: dict[str, float], higher_is_better: bool = True) -> dict[str
     return {key: 0.0 if spread == 0 else sign * (value - center) / spread for key, value in finite.items()}
 
 
-def aggregate_scores(means: dict[tuple[str, str, str], float], columns: Sequence[Column],
-                     protocols: Iterable[str]) -> dict[str, float | None]:
-    """backbone -> mean over `protocols` of the mean z-score of that protocol's metrics."""
+def zscores_per_protocol(means: dict[tuple[str, str, str], float], columns: Sequence[Column],
+                         protocols: Iterable[str] | None = None) -> dict[tuple[str, str], float]:
+    """(backbone, protocol) -> mean z-score of that protocol's metrics across the backbones (every protocol of
+    `columns` when `protocols` is None)."""
     backbones = sorted({backbone for backbone, _, _ in means})
     per_protocol: dict[tuple[str, str], list[float]] = {}
-    chosen = set(protocols)
+    chosen = None if protocols is None else set(protocols)
     for column in columns:
-        if column.protocol not in chosen:
+        if chosen is not None and column.protocol not in chosen:
             continue
         values = {b: means[(b, column.protocol, column.metric)] for b in backbones
                   if (b, column.protocol, column.metric) in means}
         for backbone, z in zscores(values, column.higher_is_better).items():
             per_protocol.setdefault((backbone, column.protocol), []).append(z)
+    return {key: statistics.fmean(zs) for key, zs in per_protocol.items()}
+
+
+def aggregate_scores(means: dict[tuple[str, str, str], float], columns: Sequence[Column],
+                     protocols: Iterable[str]) -> dict[str, float | None]:
+    """backbone -> mean over `protocols` of the mean z-score of that protocol's metrics."""
+    per_protocol = zscores_per_protocol(means, columns, protocols)
     scores: dict[str, float | None] = {}
-    for backbone in backbones:
-        protocol_z = [statistics.fmean(zs) for (b, _), zs in per_protocol.items() if b == backbone]
+    for backbone in sorted({backbone for backbone, _, _ in means}):
+        protocol_z = [z for (b, _), z in per_protocol.items() if b == backbone]
         scores[backbone] = statistics.fmean(protocol_z) if protocol_z else None
     return scores
 

@@ -71,11 +71,8 @@ def cell(text: str, numeric: bool = False, value: float | None = None) -> str:
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int = 1, sortable: bool = False) -> str:
     """An HTML table; cells are escaped text, cells from column `numeric_from` on are right-aligned."""
-    head = "".join(f"<th>{escape(text)}</th>" for text in header)
-    body = "".join("<tr>" + "".join(cell(text, i >= numeric_from) for i, text in enumerate(row)) + "</tr>"
-                   for row in rows)
-    kind = ' class="sortable"' if sortable else ""
-    return f"<table{kind}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return raw_table(header, ["<tr>" + "".join(cell(text, i >= numeric_from) for i, text in enumerate(row)) + "</tr>"
+                              for row in rows], sortable)
 
 
 def raw_table(header: Sequence[str], rows: Sequence[str], sortable: bool = True) -> str:

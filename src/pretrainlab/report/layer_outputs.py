@@ -11,8 +11,8 @@ from typing import Any
 
 from pretrainlab.report.comparison import build_comparison
 from pretrainlab.report.formats import format_cell
-from pretrainlab.report.html import cell, hint, png_data, raw_table
-from pretrainlab.report.levels import level_curves
+from pretrainlab.report.html import cell, embedded_png, hint, raw_table
+from pretrainlab.report.levels import level_series
 from pretrainlab.report.svg import multi_line_chart
 from pretrainlab.store.rows import EvaluationRow
 
@@ -33,8 +33,7 @@ def figure_gallery(folder: Path) -> list[str]:
             listed.append(name)
             continue
         used += size
-        embedded.append(f'<figure><img alt="{escape(name)}" src="data:image/png;base64,{png_data(path.read_bytes())}"'
-                        f' style="max-width:100%"><figcaption>{escape(name)}</figcaption></figure>')
+        embedded.append(f"<figure>{embedded_png(path, name)}<figcaption>{escape(name)}</figcaption></figure>")
     parts = [f'<div class="gallery">{"".join(embedded)}</div>'] if embedded else []
     if listed:
         parts.append(f'<p class="note">not embedded (page size budget): {escape(", ".join(listed))} in '
@@ -55,10 +54,8 @@ def explain_records(rows: list[EvaluationRow]) -> list[str]:
                  if (found := comparison.cells.get((label, column.protocol, column.metric))) is not None]
         parts += [f"<h3>data: {escape(data)}</h3>", raw_table(["analysis", "metric", "value", "seeds"], lines)]
         for protocol in comparison.protocols:
-            means = {m: c.mean for (b, p, m), c in comparison.cells.items() if b == label and p == protocol}
-            curves = level_curves(means)
-            if curves:
-                series = {name: ([x for x, _ in points], [y for _, y in points]) for name, points in curves.items()}
+            series = level_series(comparison.means(label, protocol))
+            if series:
                 parts.append(multi_line_chart(series, protocol, "level", "value"))
     return parts
 

@@ -55,6 +55,11 @@ def level_curves(means: dict[str, float]) -> dict[str, list[tuple[float, float]]
     return {series: sorted(points) for series, points in curves.items() if len(points) >= 2}
 
 
+def level_series(means: dict[str, float]) -> dict[str, tuple[list[float], list[float]]]:
+    """`level_curves` as series -> (levels, means), the form charts take."""
+    return {series: ([x for x, _ in points], [y for _, y in points]) for series, points in level_curves(means).items()}
+
+
 def level_unit(metrics: list[str]) -> str:
     units = {level.unit for level in map(parse_level, metrics) if level is not None}
     if units <= {"%"}:

@@ -16,7 +16,7 @@ from pathlib import Path
 from pretrainlab.report.comparison import Comparison, build_comparison, latest_rows
 from pretrainlab.report.formats import format_cell
 from pretrainlab.report.html import cell, hint, raw_table
-from pretrainlab.report.levels import by_scale, level_curves, level_unit
+from pretrainlab.report.levels import by_scale, level_series, level_unit
 from pretrainlab.report.svg import multi_line_chart
 from pretrainlab.store.database import ResultsStore
 from pretrainlab.store.jsonlog import EVALUATIONS_LOG, read_evaluations
@@ -98,16 +98,14 @@ def level_charts(ours: Comparison, random: Comparison | None) -> list[str]:
     label = ours.backbones[0]
     first = random.backbones[0] if random is not None and random.backbones else None
     for protocol in ours.protocols:
-        means = {m: c.mean for (b, p, m), c in ours.cells.items() if b == label and p == protocol}
-        baseline = {} if first is None else {m: c.mean for (b, p, m), c in random.cells.items()
-                                             if b == first and p == protocol}
+        means = ours.means(label, protocol)
+        baseline = {} if first is None else random.means(first, protocol)
         for group in by_scale(means):
-            curves = level_curves(group)
-            if not curves:
+            series = level_series(group)
+            if not series:
                 continue
-            series = {name: ([x for x, _ in points], [y for _, y in points]) for name, points in curves.items()}
-            for name, points in level_curves({m: v for m, v in baseline.items() if m in group}).items():
-                series[f"random init {name}"] = ([x for x, _ in points], [y for _, y in points])
+            inside = {m: v for m, v in baseline.items() if m in group}
+            series.update({f"random init {name}": points for name, points in level_series(inside).items()})
             charts.append(multi_line_chart(series, f"{protocol}: accuracy by level", level_unit(list(group)), "%"))
     return charts
 
@@ -130,9 +128,10 @@ def corruption_chart(rows: list[EvaluationRow], data: str, title: str) -> str:
                             x_ticks_at=SEVERITIES)
 
 
-def evaluations_section(run_dir: Path, backbone: str | None, stored: list[EvaluationRow]) -> list[str]:
-    """`stored`: the store's rows (the run's own rows missing from its log, and the random-init baseline)."""
-    ours_rows = [row for row in run_rows(run_dir, stored) if not is_explain(row.protocol)]
+def evaluations_section(run_dir: Path, backbone: str | None, rows: list[EvaluationRow],
+                        stored: list[EvaluationRow]) -> list[str]:
+    """`rows`: the run's own (`run_rows`); `stored`: the store's rows (the random-init baseline among them)."""
+    ours_rows = [row for row in rows if not is_explain(row.protocol)]
     random_rows = baseline_rows(backbone, stored)
     parts = ["<h2 id=\"evaluations\">Evaluations</h2>"]
     gauntlet_rows = [row for row in ours_rows if not is_attack(row.protocol)]

@@ -35,10 +35,11 @@ def run_page(run_dir: Path, store: Path | None = DEFAULT_STORE) -> str:
     metrics = read_metrics(run_dir)
     training, monitor = split_metrics(metrics)
     stored = store_rows(store)
+    rows = run_rows(run_dir, stored)  # evaluations.jsonl, and the store's rows of this folder it lacks
     nav = "<nav>" + "".join(f'<a href="#{anchor}">{name}</a>' for anchor, name in SECTIONS) + "</nav>"
     body = [nav, facts_table(run_dir, config, training), *curves_section(metrics),
-            *evaluations_section(run_dir, config.get("backbone"), stored),
-            *explain_section(run_dir, [row for row in run_rows(run_dir, stored) if is_explain(row.protocol)], monitor),
+            *evaluations_section(run_dir, config.get("backbone"), rows, stored),
+            *explain_section(run_dir, [row for row in rows if is_explain(row.protocol)], monitor),
             *network_section(run_dir), "<h2 id=\"reconstructions\">Reconstructions</h2>"]
     reconstructions = run_dir / RECONSTRUCTIONS
     if reconstructions.is_file() and reconstructions.stat().st_size <= MAX_RECONSTRUCTION_BYTES:

@@ -8,7 +8,8 @@ from typing import Any
 from pretrainlab.errors import PretrainlabError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-# Whole-number settings where 0 is meaningful and a negative value is not: what 0 and N mean, for the error line.
+# Settings where 0 is meaningful and a negative value is not (grad_clip a float, the rest whole numbers): what 0 and
+# N mean, for the error line.
 COUNTS_FROM_ZERO = {
     "checkpoint_every": "0: once per epoch, N: every N steps",
     "knn_every": "0: off, N: every N epochs",

@@ -69,10 +69,7 @@ class DataParallel:
 
     def full_state(self, prefix: str = "") -> dict[str, torch.Tensor] | None:
         """The method's weights under `prefix` (keys without it), on rank 0; None elsewhere."""
-        if rank() != 0:
-            return None
-        return {key[len(prefix):]: value for key, value in self.method.state_dict().items() if key.startswith(prefix)}
-
+        return _under(self.method.state_dict(), prefix) if rank() == 0 else None
 
     def full_backbone(self, device: torch.device) -> nn.Module | None:
         """The backbone with all its weights on rank 0 (for the online kNN monitor); None elsewhere."""
@@ -142,10 +139,7 @@ class FullySharded(DataParallel):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         state = get_model_state_dict(self.method, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        if rank() != 0:
-            return None
-        return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
-
+        return _under(state, prefix) if rank() == 0 else None
 
     def full_backbone(self, device: torch.device) -> nn.Module | None:
         """An unsharded copy of the backbone on rank 0, rebuilt from its name and gathered weights."""
@@ -162,6 +156,11 @@ class FullySharded(DataParallel):
                                backbone.create_kwargs.get("in_chans", 3), check=False, **kwargs)
         copy.model.load_state_dict(state)
         return copy.to(device)
+
+
+def _under(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of `state` whose keys start with `prefix`, keyed without it."""
+    return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
 
 
 @contextlib.contextmanager
