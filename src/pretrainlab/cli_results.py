@@ -16,26 +16,25 @@ from pretrainlab.store.database import DEFAULT_STORE
 log = logging.getLogger("pretrainlab")
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number >= 1 (a size or count of 0 used to be ignored silently)."""
+def whole_number_at_least(text: str, lowest: int) -> int:
+    """int(text), or argparse.ArgumentTypeError when it is not a whole number >= lowest."""
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got '{text}'")
+        value = lowest - 1
+    if value < lowest:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= {lowest}, got '{text}'")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (a size or count of 0 used to be ignored silently)."""
+    return whole_number_at_least(text, 1)
 
 
 def non_negative_int(text: str) -> int:
     """An argparse type: a whole number >= 0 (seeds: numpy's generators refuse a negative one with a traceback)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got '{text}'")
-    return value
+    return whole_number_at_least(text, 0)
 
 
 def comma_list(values: list[str]) -> list[str]:

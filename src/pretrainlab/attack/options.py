@@ -7,7 +7,6 @@ stops with one line naming what is valid, like the evaluation protocols' declare
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +14,7 @@ from pretrainlab.attack.defences.adversarial_training import AdversarialTraining
 from pretrainlab.attack.fooling import FoolingSettings
 from pretrainlab.attack.input_space import AttackSettings, parse_eps
 from pretrainlab.attack.universal import UniversalSettings
-from pretrainlab.errors import PretrainlabError
+from pretrainlab.errors import PretrainlabError, refuse_unknown_options
 from pretrainlab.eval.finetuning import FINETUNE_OPTIONS
 
 
@@ -99,13 +98,7 @@ def adversarial_training_config(options: dict[str, Any]) -> AdversarialTraining:
 def check_attack_options(options: dict[str, Any], eps: list[float], universal: bool = True) -> None:
     """Refuses an unknown key (naming the closest) and builds every settings object once, so a bad value or range
     fails here rather than after an hour of attacks."""
-    valid = known_options()
-    for key in options:
-        if key not in valid:
-            closest = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-            hint = f" (did you mean '{closest[0]}'?)" if closest else ""
-            raise PretrainlabError(f"option '{key}' is read by no attack or defence{hint}; valid options: "
-                                   f"{', '.join(sorted(valid))}")
+    refuse_unknown_options(options, known_options(), "no attack or defence")
     for key in OWN_OPTIONS:
         typed(options, key)
     AttackSettings.from_options(options)

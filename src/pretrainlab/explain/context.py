@@ -103,18 +103,13 @@ class ExplainContext:
         self.size = self.settings.img_size or self._default_size()
         check_image_size(self.backbone, self.size, target.in_chans)
         self.mean, self.std = normalisation(target, source.train.images)
-        self._used_options: set[str] = set()
 
     def _default_size(self) -> int:
         return self.target.img_size if self.backbone.has_tokens else self.source.image_size[0]
 
     # -- options and outputs --------------------------------------------------------------------
     def option(self, name: str, default: T) -> T:
-        self._used_options.add(name)
         return self.settings.options.get(name, default)
-
-    def unused_options(self) -> list[str]:
-        return sorted(set(self.settings.options) - self._used_options)
 
     def progress(self, iterable: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
         return iter(tqdm(iterable, desc=description, total=total, disable=not self.settings.show_progress,

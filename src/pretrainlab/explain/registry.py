@@ -8,13 +8,12 @@ fails too.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pretrainlab.backbones import Backbone
-from pretrainlab.errors import PretrainlabError
+from pretrainlab.errors import PretrainlabError, refuse_unknown_options
 from pretrainlab.eval.record import EvalResult
 from pretrainlab.explain.context import ExplainContext
 from pretrainlab.registry import Registry
@@ -65,13 +64,8 @@ def skip_reason(name: str, backbone: Backbone) -> str | None:
 
 def check_options(names: list[str], options: dict[str, object]) -> None:
     """An option no requested analysis reads is a typo: it fails with the valid ones."""
-    valid = sorted({option for name in names for option in getattr(ANALYSES.get(name), "options", ())})
-    for key in options:
-        if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise PretrainlabError(f"unknown option '{key}' for {', '.join(names)}{hint} valid options: "
-                                   f"{', '.join(valid) or 'none'}")
+    valid = {option for name in names for option in getattr(ANALYSES.get(name), "options", ())}
+    refuse_unknown_options(options, valid, f"none of the analyses {', '.join(names)}")
 
 
 def check_analyses(names: list[str], backbone: Backbone) -> None:

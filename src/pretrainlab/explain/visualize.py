@@ -19,6 +19,8 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
+from pretrainlab.explain.model import layer_activations
+
 Render = Callable[[], torch.Tensor]
 
 
@@ -58,13 +60,7 @@ def jittered(images: torch.Tensor, jitter: int, generator: torch.Generator) -> t
 
 def channel_activation(model: nn.Module, layer: nn.Module, reshape, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
     """The layer's output (B, C, h, w) while `model` runs on x (tokens reshaped to maps)."""
-    captured: list[torch.Tensor] = []
-    handle = layer.register_forward_hook(lambda _m, _i, output: captured.append(output))
-    try:
-        model(x)
-    finally:
-        handle.remove()
-    return reshape(captured[0]) if reshape is not None else captured[0]
+    return layer_activations(model, layer, x, reshape)
 
 
 def pre_activation(model: nn.Module, layer: nn.Module, reshape, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001

@@ -7,7 +7,6 @@ records) lives one level up in `pretrainlab.eval`.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import pkgutil
 from collections.abc import Callable, Iterable, Mapping
@@ -17,7 +16,7 @@ from typing import Any
 import torch
 
 from pretrainlab.data.source import ImageSource
-from pretrainlab.errors import PretrainlabError
+from pretrainlab.errors import PretrainlabError, refuse_unknown_options
 from pretrainlab.eval.features import extract_features, normalisation
 from pretrainlab.eval.knn import as_labels
 from pretrainlab.eval.record import EvalResult
@@ -110,12 +109,7 @@ def check_options(protocols: Iterable[str], options: Mapping[str, Any]) -> None:
         if declared is None:
             return
         valid |= declared
-    for key in options:
-        if key not in valid:
-            closest = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-            hint = f"; did you mean '{closest[0]}'?" if closest else ""
-            raise PretrainlabError(f"option '{key}' is read by none of the protocols {', '.join(protocols)}{hint} "
-                                   f"valid options: {', '.join(sorted(valid))}")
+    refuse_unknown_options(options, valid, f"none of the protocols {', '.join(protocols)}")
 
 
 def skip_reason(protocol: str, source: ImageSource) -> str | None:
