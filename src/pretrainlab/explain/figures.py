@@ -133,7 +133,10 @@ def filter_health_figure(path: Path, names: Sequence[str], degenerate: np.ndarra
     positions = np.arange(len(names))
     for axis, values, label in zip(axes, (degenerate, entropy, orthogonal),
                                    ("degenerate share", "variance entropy", "orthogonality"), strict=False):
-        axis.bar(positions, values, color="tab:blue")
+        bars = axis.bar(positions, values, color="tab:blue")
+        # values printed on the bars: a share of 0 (the healthy case) is otherwise an empty panel
+        if len(names) <= 24:
+            axis.bar_label(bars, fmt="%.2f", fontsize=6)
         axis.set_xticks(positions, names, rotation=70, ha="right", fontsize=6)
         axis.set_ylim(0, 1.05)
         axis.set_title(label, fontsize=8)
