@@ -61,7 +61,7 @@ def measure(part: str, label: str, folder: Path, what: list[str], data: str, ima
     outcome = explain_backbone(str(folder), data, what, settings, store=RUNS / "explain.db")
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows = [result.to_dict() for result in outcome.results]
-    (RESULTS / f"{part}-{folder.name}.json").write_text(json.dumps({"label": label, "rows": rows}, indent=1))
+    (RESULTS / f"{part}-{folder.name}.json").write_text(json.dumps({"part": part, "label": label, "rows": rows}, indent=1))
 
 
 def measure_knn(label: str, folder: Path) -> None:
@@ -96,7 +96,16 @@ def measure_part(part: str, only: list[str] | None) -> None:
 
 
 def load(part: str) -> list[dict]:
-    return [json.loads(path.read_text()) for path in sorted(RESULTS.glob(f"{part}-*.json"))]
+    rows = []
+    for path in sorted(RESULTS.glob(f"{part}-*.json")):
+        data = json.loads(path.read_text())
+        # "attention-*" also matches bench/explain_methods_budget.py's "attention-methods-*" files: keep a
+        # file only when it is this part's (recorded since; inferred from the name for older files)
+        methods_part = f"{part}-methods"
+        owner = data.get("part") or (methods_part if path.stem.startswith(methods_part + "-") else part)
+        if owner == part:
+            rows.append(data)
+    return rows
 
 
 def ordered(entries: list[dict], labels: dict[str, str]) -> list[dict]:
