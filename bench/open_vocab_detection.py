@@ -2,6 +2,7 @@
 and unseen digit classes of composed canvases for random, SSL (SimCLR), image-level CLIP and DITO backbones.
 
     PYTHONPATH=src:. python bench/open_vocab_detection.py --steps dito,detect   # pre-train DITO, evaluate every row
+    PYTHONPATH=src:. python bench/open_vocab_detection.py --steps finetune     # random, CLIP, DITO with the backbone fine-tuned
 
 clip, clip_random and simclr are bench/vision_language.py's runs (`--steps runs` there, or `--steps clip,simclr`
 here); a finished run is kept.
@@ -34,7 +35,7 @@ from bench.vision_language import (
 from pretrainlab.pipeline import evaluate_backbone, pretrain, untrained_run
 
 DETECTION_DATA = "composed:builtin:2000"
-PROBE_SEEDS = (0,)
+PROBE_SEEDS = (0, 1)
 PLAN = {"clip": RUN_PLAN["clip"], "simclr": RUN_PLAN["simclr"], "dito": ("dito", DATA, {"lr": 4e-3}, CLIP_OPTIONS)}
 # row label -> run (a folder under RUNS, or a timm: spec), and what gives its class-name embeddings
 ROWS = {
@@ -57,15 +58,21 @@ def pre_train(name: str) -> None:
         untrained_run(run_config("clip_random", *PLAN["clip"]))
 
 
-def detect_step() -> dict[str, Any]:
+# the `finetune` step: the head trains with a copy of the backbone (lr x 0.1), for the rows that matter most
+FINETUNE_ROWS = ("random tinycnn", "CLIP (image-level)", "DITO (image + region)")
+
+
+def detect_step(finetune: bool = False) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     for label, (run, texts) in ROWS.items():
+        if finetune and label not in FINETUNE_ROWS:
+            continue
         spec = run if run.startswith("timm:") else str(RUNS / run)
         per_seed = []
         for seed in PROBE_SEEDS:
             started = time.perf_counter()
-            results = evaluate_backbone(spec, DETECTION_DATA, ["open_vocab_detection"], store=STORE,
-                                        options={"img_size": IMG_SIZE, "seed": seed})
+            options = {"img_size": IMG_SIZE, "seed": seed, **({"finetune": True} if finetune else {})}
+            results = evaluate_backbone(spec, DETECTION_DATA, ["open_vocab_detection"], store=STORE, options=options)
             values = {r.metric: round(r.value, 2) for r in results}
             per_seed.append({**values, "seconds": round(time.perf_counter() - started, 1),
                              "per_class_ap50": results[0].settings["per_class_ap50"]})
@@ -106,7 +113,7 @@ def brief_step() -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", default="detect", help=f"comma list of {', '.join(PLAN)}, detect, brief")
+    parser.add_argument("--steps", default="detect", help=f"comma list of {', '.join(PLAN)}, detect, finetune, brief")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     for step in args.steps.split(","):
@@ -119,7 +126,8 @@ def main() -> None:
                       "train": BRIEF_TRAIN, "method_options": BRIEF_TEXT, "rows": brief_step()}
         else:
             record = {"step": step, "data": DETECTION_DATA, "pretraining_data": DATA, "img_size": IMG_SIZE,
-                      "seed": SEED, "epochs": EPOCHS, "probe_seeds": list(PROBE_SEEDS), "rows": detect_step()}
+                      "seed": SEED, "epochs": EPOCHS, "probe_seeds": list(PROBE_SEEDS),
+                      "finetune": step == "finetune", "rows": detect_step(finetune=step == "finetune")}
         record["seconds"] = round(time.perf_counter() - started, 1)
         (RESULTS / f"detection_{step}.json").write_text(json.dumps(record, indent=1))
 
