@@ -61,7 +61,8 @@ def measure(part: str, label: str, folder: Path, what: list[str], data: str, ima
     outcome = explain_backbone(str(folder), data, what, settings, store=RUNS / "explain.db")
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows = [result.to_dict() for result in outcome.results]
-    (RESULTS / f"{part}-{folder.name}.json").write_text(json.dumps({"part": part, "label": label, "rows": rows}, indent=1))
+    record = {"part": part, "label": label, "rows": rows}
+    (RESULTS / f"{part}-{folder.name}.json").write_text(json.dumps(record, indent=1))
 
 
 def measure_knn(label: str, folder: Path) -> None:

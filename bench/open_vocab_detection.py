@@ -2,7 +2,7 @@
 and unseen digit classes of composed canvases for random, SSL (SimCLR), image-level CLIP and DITO backbones.
 
     PYTHONPATH=src:. python bench/open_vocab_detection.py --steps dito,detect   # pre-train DITO, evaluate every row
-    PYTHONPATH=src:. python bench/open_vocab_detection.py --steps finetune     # random, CLIP, DITO with the backbone fine-tuned
+    PYTHONPATH=src:. python bench/open_vocab_detection.py --steps finetune     # random, CLIP, DITO, backbone fine-tuned
 
 clip, clip_random and simclr are bench/vision_language.py's runs (`--steps runs` there, or `--steps clip,simclr`
 here); a finished run is kept.
