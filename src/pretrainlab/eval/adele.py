@@ -29,6 +29,7 @@ from scipy.optimize import OptimizeWarning, curve_fit
 
 from pretrainlab.data.segmentation import IGNORE_INDEX
 from pretrainlab.errors import PretrainlabError
+from pretrainlab.eval.segmentation_scores import confusion_matrix, iou_per_class
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,6 @@ def adele_loss(state: AdeleState, scaled_maps: list[torch.Tensor], settings: Ade
 def end_of_epoch(state: AdeleState, head: nn.Module, all_maps: list[torch.Tensor], num_classes: int,
                  settings: AdeleSettings, epoch: int, device: torch.device, batch_size: int = 64) -> None:
     """Measures the per-class IoU against the noisy masks, detects onsets, corrects the onset classes' labels."""
-    from pretrainlab.eval.protocols.dense import confusion_matrix, iou_per_class
 
     was_training = head.training
     head.eval()

@@ -42,6 +42,7 @@ from pretrainlab.eval.classifier_training import FeatureInputs, TrainingSettings
 from pretrainlab.eval.features import evaluating, input_batches, normalisation
 from pretrainlab.eval.protocols import PROTOCOLS, EvalContext, applies_when, takes_options
 from pretrainlab.eval.record import EvalResult
+from pretrainlab.eval.segmentation_scores import confusion_matrix, iou_per_class, segmentation_scores
 from pretrainlab.eval.target import EvalTarget
 
 # A linear head on cached, standardised maps is cheap: train it to convergence. lr 0.1 (AdamW, cosine decay)
@@ -54,29 +55,6 @@ def needs_masks(source: ImageSource) -> str | None:
     if source.has_masks:
         return None
     return f"needs per-pixel masks, but dataset '{source.spec}' has none (use seg:PATH or composed:SPEC)"
-
-
-def confusion_matrix(truth: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(K, K) int64 pixel counts, rows = true class, columns = predicted, from any-shape id tensors; 255 ignored."""
-    truth, predicted = truth.reshape(-1).long(), predicted.reshape(-1).long()
-    kept = truth != IGNORE_INDEX
-    pairs = truth[kept] * num_classes + predicted[kept]
-    return torch.bincount(pairs, minlength=num_classes * num_classes).reshape(num_classes, num_classes).cpu()
-
-
-def iou_per_class(confusion: torch.Tensor) -> torch.Tensor:
-    """(K,) TP / (TP + FP + FN); NaN for a class that neither occurs nor is predicted."""
-    confusion = confusion.double()
-    true_positives = confusion.diagonal()
-    union = confusion.sum(dim=0) + confusion.sum(dim=1) - true_positives
-    return torch.where(union > 0, true_positives / union.clamp(min=1), torch.full_like(union, float("nan")))
-
-
-def segmentation_scores(confusion: torch.Tensor) -> tuple[float, float]:
-    """(mIoU %, pixel accuracy %) of a confusion matrix."""
-    miou = float(iou_per_class(confusion).nanmean()) * 100
-    accuracy = float(confusion.diagonal().sum()) / max(1, int(confusion.sum())) * 100
-    return miou, accuracy
 
 
 def num_mask_classes(source: ImageSource) -> int:
