@@ -92,6 +92,11 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                               "1.2", "--crop-min", "0.2"],
         "lr0.3-crop0.2-t0.2": ["--lr", "0.3", "--warmup-epochs", "1.2", "--crop-min", "0.2", "--temperature", "0.2"],
     }.items()},
+    "reference-lr0.3-crop0.5-30ep": ("reference", {"epochs": 30, "args": [
+        "--lr", "0.3", "--warmup-epochs", "3", "--crop-min", "0.5", "--flip-p", "0", "--knn-every", "5"]}),
+    "reference-lr0.3-crop0.5-b256-12ep": ("reference", {"epochs": 12, "args": [
+        "--lr", "0.6", "--batch-size", "256", "--warmup-epochs", "1.2", "--crop-min", "0.5", "--flip-p", "0",
+        "--knn-every", "2"]}),
     "cifar-defaults-4ep": new(epochs=4, backbone="resnet18_cifar"),
     "cifar-crop0.8-4ep": new(epochs=4, backbone="resnet18_cifar", options={"views.crop_min_scale": 0.8}),
     "crop0.8-noflip-t1.0-4ep": new(epochs=4, options={"views.crop_min_scale": 0.8, "views.flip_p": 0.0,

@@ -12,8 +12,8 @@ Steps (each skips what is already done, so the study resumes; run them one at a 
   2,000 test images of the evaluated data, seed 0), rows in bench/results/tokens/.
 - `render`: docs/token_datasets.md's tables from the rows.
 
-    python bench/token_study.py --steps tokenize,mtm,mae,eval,render --epochs 3
-    python bench/token_study.py --steps tokenize_cifar,mtm_noaug,eval,render --epochs 3
+    python bench/token_study.py --steps tokenize,mtm,mae,eval,render --epochs 20
+    python bench/token_study.py --steps tokenize_cifar,mtm_noaug,eval,render --epochs 20
 """
 
 from __future__ import annotations
