@@ -97,6 +97,12 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "reference-lr0.3-crop0.5-b256-12ep": ("reference", {"epochs": 12, "args": [
         "--lr", "0.6", "--batch-size", "256", "--warmup-epochs", "1.2", "--crop-min", "0.5", "--flip-p", "0",
         "--knn-every", "2"]}),
+    # pretrainlab at the reference's best setting (lr 0.6 per 256 = 0.3 at batch 128, a 3-epoch warm-up, crop 0.5)
+    "lr0.6-warmup3-crop0.5-30ep": new(epochs=30, knn_every=5, train={"lr": 0.6, "warmup_epochs": 3.0},
+                                      options={"views.crop_min_scale": 0.5}),
+    # the 12-epoch reference run with the 30-epoch run's 3-epoch warm-up: is the warm-up what made the difference?
+    "reference-lr0.3-crop0.5-warmup3-12ep": ("reference", {"epochs": 12, "args": [
+        "--lr", "0.3", "--warmup-epochs", "3", "--crop-min", "0.5", "--flip-p", "0", "--knn-every", "2"]}),
     "cifar-defaults-4ep": new(epochs=4, backbone="resnet18_cifar"),
     "cifar-crop0.8-4ep": new(epochs=4, backbone="resnet18_cifar", options={"views.crop_min_scale": 0.8}),
     "crop0.8-noflip-t1.0-4ep": new(epochs=4, options={"views.crop_min_scale": 0.8, "views.flip_p": 0.0,
