@@ -54,8 +54,8 @@ def pretrainlab_views(images: torch.Tensor, args: argparse.Namespace, generator:
     from pretrainlab.data.views import make_view_set, to_float
     from pretrainlab.methods.base import ViewOptions
 
-    spec = ViewOptions(crop_min_scale=args.crop_min, jitter_strength=args.jitter, jitter_p=args.jitter_p).spec(
-        args.img_size, count=2)
+    spec = ViewOptions(crop_min_scale=args.crop_min, jitter_strength=args.jitter, jitter_p=args.jitter_p,
+                       flip_p=args.flip_p).spec(args.img_size, count=2)  # flip_p: --flip-p 0 held for both view codes
     first, second = make_view_set(to_float(images), spec, generator, mean, std)
     return first.images, second.images
 
@@ -152,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--views", choices=("reference", "pretrainlab"), default="reference")
     parser.add_argument("--knn-every", type=int, default=2)
+    parser.add_argument("--stop-epoch", type=int, default=0,
+                        help="stop after this epoch (with a kNN report), the schedule still that of --epochs")
     parser.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -215,8 +217,10 @@ def main() -> None:
             optimizer.step()
             step += 1
         print(json.dumps({"epoch": epoch, "loss": round(float(loss), 4), "lr": round(lr, 5)}), flush=True)
-        if epoch % args.knn_every == 0 or epoch == args.epochs:
+        if epoch % args.knn_every == 0 or epoch in (args.epochs, args.stop_epoch):
             report(epoch, started)
+        if epoch == args.stop_epoch:
+            break
 
 
 if __name__ == "__main__":
