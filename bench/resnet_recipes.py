@@ -22,11 +22,14 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench.` imports when run as a script
+from bench.common import shared_data  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "resnet_recipes"
 RUNS = ROOT / "runs" / "bench-resnet"
 TABLE = ROOT / "docs" / "resnet_recipes.md"
-FASHION = ROOT.parent.parent / "shared" / "data" / "fashion_mnist.npz"
+FASHION = shared_data("fashion_mnist.npz")  # beside the checkout or, from a worktree, two levels up
 BASE = {"backbone": "resnet18", "data": "builtin", "img_size": 32, "epochs": 4, "batch_size": 128}
 
 # name -> (engine, settings); settings: top-level keys of BASE, "train" flags and "options" for pretrainlab,
