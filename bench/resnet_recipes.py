@@ -51,6 +51,10 @@ def new(epochs: int = 3, options: dict | None = None, **settings: object) -> tup
     return ("pretrainlab", {"epochs": epochs, "knn_every": 1, "options": options or {}, **settings})
 
 
+# The setting issue 9 found (lr 0.6 per 256 = 0.3 at batch 128, a 3-epoch warm-up, crop (0.5, 1), no flips on digits)
+FOUND_TRAIN, FOUND_OPTIONS = {"lr": 0.6, "warmup_epochs": 3.0}, {"views.crop_min_scale": 0.5}
+FOUND_REFERENCE = ["--lr", "0.3", "--warmup-epochs", "3", "--crop-min", "0.5", "--flip-p", "0"]
+
 VARIANTS: dict[str, tuple[str, dict]] = {
     "old-defaults": old(epochs=4),  # epochs 2 and 4 of an 8-epoch run are the same (still in warm-up)
     "warmup10%": old(train={"warmup_epochs": 0.8}),
@@ -95,31 +99,26 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                               "1.2", "--crop-min", "0.2"],
         "lr0.3-crop0.2-t0.2": ["--lr", "0.3", "--warmup-epochs", "1.2", "--crop-min", "0.2", "--temperature", "0.2"],
     }.items()},
-    "reference-lr0.3-crop0.5-30ep": ("reference", {"epochs": 30, "args": [
-        "--lr", "0.3", "--warmup-epochs", "3", "--crop-min", "0.5", "--flip-p", "0", "--knn-every", "5"]}),
+    "reference-lr0.3-crop0.5-30ep": ("reference", {"epochs": 30, "args": [*FOUND_REFERENCE, "--knn-every", "5"]}),
     "reference-lr0.3-crop0.5-b256-12ep": ("reference", {"epochs": 12, "args": [
         "--lr", "0.6", "--batch-size", "256", "--warmup-epochs", "1.2", "--crop-min", "0.5", "--flip-p", "0",
         "--knn-every", "2"]}),
     # pretrainlab at the reference's best setting (lr 0.6 per 256 = 0.3 at batch 128, a 3-epoch warm-up, crop 0.5)
-    "lr0.6-warmup3-crop0.5-30ep": new(epochs=30, knn_every=5, train={"lr": 0.6, "warmup_epochs": 3.0},
-                                      options={"views.crop_min_scale": 0.5}),
+    "lr0.6-warmup3-crop0.5-30ep": new(epochs=30, knn_every=5, train=FOUND_TRAIN, options=FOUND_OPTIONS),
     # the 12-epoch reference run with the 30-epoch run's 3-epoch warm-up: is the warm-up what made the difference?
-    "reference-lr0.3-crop0.5-warmup3-12ep": ("reference", {"epochs": 12, "args": [
-        "--lr", "0.3", "--warmup-epochs", "3", "--crop-min", "0.5", "--flip-p", "0", "--knn-every", "2"]}),
+    "reference-lr0.3-crop0.5-warmup3-12ep": ("reference", {"epochs": 12,
+                                                           "args": [*FOUND_REFERENCE, "--knn-every", "2"]}),
     # bisection at that setting, first 5 epochs of the 30-epoch schedule: one pretrainlab part swapped in at a time
     **{f"reference-lr0.3-crop0.5-30ep-stop5{suffix}": ("reference", {"epochs": 30, "args": [
-        "--lr", "0.3", "--warmup-epochs", "3", "--crop-min", "0.5", "--flip-p", "0", "--knn-every", "5",
-        "--stop-epoch", "5", *switches]}) for suffix, switches in {
+        *FOUND_REFERENCE, "--knn-every", "5", "--stop-epoch", "5", *switches]}) for suffix, switches in {
         "": [], "-bn-concat": ["--bn", "concat"], "-pretrainlab-views": ["--views", "pretrainlab"],
         "-channels-last": ["--channels-last"]}.items()},
     # does the setting carry over: Fashion-MNIST subset (flips kept), and tinycnn on builtin against the default
     "fashion-lr0.6-warmup3-crop0.5-30ep": new(epochs=30, knn_every=5, data=f"npz:{FASHION}", max_train=2000,
-                                              train={"lr": 0.6, "warmup_epochs": 3.0},
-                                              options={"views.crop_min_scale": 0.5}),
+                                              train=FOUND_TRAIN, options=FOUND_OPTIONS),
     "tinycnn-defaults-20ep": new(epochs=20, knn_every=5, backbone="tinycnn"),
-    "tinycnn-lr0.6-warmup3-crop0.5-20ep": new(epochs=20, knn_every=5, backbone="tinycnn",
-                                              train={"lr": 0.6, "warmup_epochs": 3.0},
-                                              options={"views.crop_min_scale": 0.5}),
+    "tinycnn-lr0.6-warmup3-crop0.5-20ep": new(epochs=20, knn_every=5, backbone="tinycnn", train=FOUND_TRAIN,
+                                              options=FOUND_OPTIONS),
     "cifar-defaults-4ep": new(epochs=4, backbone="resnet18_cifar"),
     "cifar-crop0.8-4ep": new(epochs=4, backbone="resnet18_cifar", options={"views.crop_min_scale": 0.8}),
     "crop0.8-noflip-t1.0-4ep": new(epochs=4, options={"views.crop_min_scale": 0.8, "views.flip_p": 0.0,
