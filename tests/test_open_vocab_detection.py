@@ -121,6 +121,8 @@ def test_bad_input_is_one_line_with_exit_2(tmp_path: Path, capsys: pytest.Captur
         (["--data", write_npz(tmp_path / "outside.npz", boxes)], "image 3 has a box outside the 32x32 image"),
         (["--data", "builtin"], "needs object boxes"),
         (["--data", "composed:builtin:24", "--option", "unseen=7,cat"], "unknown class name(s) cat"),
+        (["--data", "composed:builtin:24", "--option", "finetune=true", "--option", "backbone_lr_scale=-1"],
+         "option backbone_lr_scale=-1 is not valid"),
     ]
     for arguments, message in cases:
         code = main(["eval", "timm:tinycnn", "--protocol", "open_vocab_detection", "--no-store", *arguments])

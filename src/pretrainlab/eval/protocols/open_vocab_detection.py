@@ -121,6 +121,19 @@ def region_ensemble(model: ImageTextModel | None, last_test: torch.Tensor, unsee
     return (model, last_test, weights), "objectness * p^(1-w) * v^w, v from RoI-Align on the last map"
 
 
+def backbone_lr_scale(options: dict) -> float:
+    """The fine-tuned backbone's learning rate as a share of the head's: a number >= 0 (0: the frozen probe)."""
+    value = options.get("backbone_lr_scale", 0.1)
+    try:
+        scale = float(value)
+    except (TypeError, ValueError):
+        scale = float("nan")
+    if not scale >= 0:  # also refuses nan
+        raise PretrainlabError(f"option backbone_lr_scale={value} is not valid: give a number >= 0 (the backbone's "
+                               "learning rate as a share of the head's; 0 keeps it frozen, default 0.1)")
+    return scale
+
+
 def train_and_map(context: EvalContext, raw: tuple[torch.Tensor, torch.Tensor], boxes: np.ndarray, seen: list[int],
                   texts: torch.Tensor, layer: int, size: int, normalise: tuple[torch.Tensor, torch.Tensor]
                   ) -> tuple[CenterNetHead, torch.Tensor, float, tuple[float, float]]:
@@ -142,7 +155,7 @@ def train_and_map(context: EvalContext, raw: tuple[torch.Tensor, torch.Tensor], 
         train_maps = (raw_train - channel_mean) / channel_std
         loss = fit_detector(head, FeatureInputs(train_maps, device), targets, texts[seen], settings, device, seed)
         return head, (raw_test - channel_mean) / channel_std, loss, stride
-    scale = float(options.get("backbone_lr_scale", 0.1))
+    scale = backbone_lr_scale(options)
     detector, inputs, groups = finetune_detector(context.target, head, source.train.images, layer,
                                                  (channel_mean, channel_std), normalise, size, settings, scale, device)
     loss = fit_detector(detector, inputs, targets, texts[seen], settings, device, seed, groups)
@@ -163,6 +176,7 @@ def open_vocab_detection_protocol(context: EvalContext) -> list[EvalResult]:
     source, options = context.source, context.options
     classes = list(source.classes)
     seen, unseen = class_split(classes, options)
+    backbone_lr_scale(options)  # refused before any feature is extracted
     train_boxes = check_boxes(source.train, len(classes), f"dataset '{source.spec}' (train)")
     test_boxes = check_boxes(source.test, len(classes), f"dataset '{source.spec}' (test)")
     size, layer = input_size(context), int(options.get("layer", -1))
