@@ -16,8 +16,9 @@ reseeded run never overwrites a table row. `--reuse` resumes a killed run from i
 
 The budget (identical for every row): a fixed stratified subset of TRAIN_IMAGES Fashion-MNIST training
 images for pre-training, EPOCHS epochs of BATCH_SIZE, each method's own recipe for optimiser and
-learning rate (warm-up shortened to 1 epoch), then kNN (k=200, T=0.07) and a linear probe on frozen
-features of the full 60,000-image training split, scored on the 10,000 test images.
+learning rate (warm-up shortened to 1 epoch, unless the recipe sets a floor in steps: SimCLR's 100),
+then kNN (k=200, T=0.07) and a linear probe on frozen features of the full 60,000-image training split,
+scored on the 10,000 test images.
 """
 
 from __future__ import annotations
@@ -98,9 +99,11 @@ def measure_method(name: str, full: ImageSource, subset: ImageSource, options: d
     train = {key.removeprefix("train."): value for key, value in options.items() if key.startswith("train.")}
     config = build_run_config(
         name, {"backbone": backbone, "data": full.spec, "out": str(out)},
-        {"epochs": epochs, "batch_size": BATCH_SIZE, "warmup_epochs": 1.0, "knn_every": 0, "seed": seed, **train},
+        {"epochs": epochs, "batch_size": BATCH_SIZE, "knn_every": 0, "seed": seed, **train},
         {key: value for key, value in options.items() if not key.startswith("train.")},
     )
+    if config.train.warmup_min_steps == 0 and "warmup_epochs" not in train:  # a recipe's floor in steps stands
+        config = replace(config, train=replace(config.train, warmup_epochs=1.0))
     started = time.perf_counter()
     finished, interrupted = (out / "backbone.safetensors").exists(), checkpoint_path(out).exists()
     saved = saved_run_config(out) if reuse and (finished or interrupted) else None

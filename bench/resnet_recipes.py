@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "resnet_recipes"
 RUNS = ROOT / "runs" / "bench-resnet"
 TABLE = ROOT / "docs" / "resnet_recipes.md"
+CIFAR = shared_data("cifar10_jpeg.npz")
 FASHION = shared_data("fashion_mnist.npz")  # beside the checkout or, from a worktree, two levels up
 BASE = {"backbone": "resnet18", "data": "builtin", "img_size": 32, "epochs": 4, "batch_size": 128}
 
@@ -116,6 +117,21 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     # does the setting carry over: Fashion-MNIST subset (flips kept), and tinycnn on builtin against the default
     "fashion-lr0.6-warmup3-crop0.5-30ep": new(epochs=30, knn_every=5, data=f"npz:{FASHION}", max_train=2000,
                                               train=FOUND_TRAIN, options=FOUND_OPTIONS),
+    # the subset has 15 steps an epoch: a 3-epoch warm-up is 45 steps, half of builtin's 93; twice the run, 90 steps
+    "fashion-lr0.6-warmup6-crop0.5-60ep": new(epochs=60, knn_every=10, data=f"npz:{FASHION}", max_train=2000,
+                                              train={**FOUND_TRAIN, "warmup_epochs": 6.0}, options=FOUND_OPTIONS),
+    "fashion-lr0.6-warmup6-crop0.2-60ep": new(epochs=60, knn_every=10, data=f"npz:{FASHION}", max_train=2000,
+                                              train={**FOUND_TRAIN, "warmup_epochs": 6.0},
+                                              options={"views.crop_min_scale": 0.2}),
+    # does the crop that suits 28-px digits suit 32-px colour photos? CIFAR-10 (5,000 training images), tinycnn
+    **{f"cifar-tinycnn-{name}-20ep": new(epochs=20, knn_every=5, backbone="tinycnn", data=f"npz:{CIFAR}",
+                                         max_train=5000, train=train, options=options) for name, (train, options) in {
+        "defaults": ({"lr": 0.06, "warmup_epochs": 2.0}, {"views.crop_min_scale": 0.08}),  # the recipe before
+        "lr0.6-warmup3-crop0.08": (FOUND_TRAIN, {"views.crop_min_scale": 0.08}),
+        "lr0.6-warmup3-crop0.5": (FOUND_TRAIN, FOUND_OPTIONS)}.items()},
+    # the new recipe (lr 0.6 per 256, warm-up at least 100 steps) over a test-sized budget
+    "lr0.6-min100steps-crop0.5-12ep": new(epochs=12, knn_every=2, train={"lr": 0.6, "warmup_min_steps": 100},
+                                          options=FOUND_OPTIONS),
     "tinycnn-defaults-20ep": new(epochs=20, knn_every=5, backbone="tinycnn"),
     "tinycnn-lr0.6-warmup3-crop0.5-20ep": new(epochs=20, knn_every=5, backbone="tinycnn", train=FOUND_TRAIN,
                                               options=FOUND_OPTIONS),
@@ -193,7 +209,7 @@ def render() -> None:
     for row in rows:
         settings = dict(row["settings"])
         data = settings.pop("data", BASE["data"])
-        data = "fashion_mnist.npz" if data.endswith("fashion_mnist.npz") else data
+        data = Path(data).name if data.endswith(".npz") else data
         where = f"{data}, {settings.pop('backbone', BASE['backbone'])}"
         if settings.get("max_train"):
             where += f" ({settings.pop('max_train')} train)"

@@ -42,7 +42,7 @@ def test_run_folder_contents(tmp_path: Path, small_source: ImageSource) -> None:
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("knn_top1" in r for r in records) and any("images_per_second" in r for r in records)
     assert [r["epoch"] for r in records if "knn_top1" in r] == [0, 1, 2]  # epoch 0: the untrained init
-    assert config["resolved"]["warmup_epochs"] == 1 and config["resolved"]["lr"] == pytest.approx(0.06 * 32 / 256)
+    assert config["resolved"]["warmup_epochs"] == 1 and config["resolved"]["lr"] == pytest.approx(0.6 * 32 / 256)
 
 
 def test_interrupted_run_resumes_to_identical_weights(tmp_path: Path, small_source: ImageSource) -> None:

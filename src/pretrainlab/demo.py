@@ -16,7 +16,6 @@ from pretrainlab.store.database import DEFAULT_STORE
 DEMO_METHOD = "simclr"
 DEMO_BACKBONE = "tinycnn"
 DEMO_EPOCHS = 20
-DEMO_WARMUP_EPOCHS = 2.0  # a tenth of the demo's 20 epochs, kept when --epochs changes the run's length
 DEMO_PROTOCOLS = ("knn", "linear")
 
 
@@ -38,8 +37,7 @@ def run_demo(out: str | None = None, epochs: int | None = None, show_progress: b
     the run's report.html."""
     out = out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
     config = build_run_config(DEMO_METHOD, {"backbone": DEMO_BACKBONE, "data": "builtin", "out": out},
-                              {"epochs": epochs or DEMO_EPOCHS, "warmup_epochs": DEMO_WARMUP_EPOCHS,
-                               "seed": RANDOM_INIT_SEED}, {})
+                              {"epochs": epochs or DEMO_EPOCHS, "seed": RANDOM_INIT_SEED}, {})
     source = load_source("builtin")
     started = time.perf_counter()
     summary = pretrain(config, show_progress=show_progress, source=source)

@@ -99,7 +99,8 @@ class Trainer:
         self.plan = self.feed.plan
         self.steps_per_epoch = self.feed.steps_per_epoch
         self.total_steps = self.steps_per_epoch * config.epochs
-        self.warmup_steps = int(round(config.resolved_warmup_epochs * self.steps_per_epoch))
+        self.warmup_epochs = config.resolved_warmup_epochs(self.steps_per_epoch)
+        self.warmup_steps = int(round(self.warmup_epochs * self.steps_per_epoch))
         self.strategy = make_strategy(config.strategy, method, config.sync_batchnorm, config.precision)
         self.model: nn.Module = self.strategy.model
         # Built after sharding: under fsdp the optimiser then holds only this rank's shards.
