@@ -130,8 +130,15 @@ VARIANTS: dict[str, tuple[str, dict]] = {
         "lr0.6-warmup3-crop0.08": (FOUND_TRAIN, {"views.crop_min_scale": 0.08}),
         "lr0.6-warmup3-crop0.5": (FOUND_TRAIN, FOUND_OPTIONS)}.items()},
     # the new recipe (lr 0.6 per 256, warm-up at least 100 steps) over a test-sized budget
+    "lr0.6-min100steps-crop0.5-6ep": new(epochs=6, knn_every=1, train={"lr": 0.6, "warmup_min_steps": 100},
+                                         options=FOUND_OPTIONS),
     "lr0.6-min100steps-crop0.5-12ep": new(epochs=12, knn_every=2, train={"lr": 0.6, "warmup_min_steps": 100},
                                           options=FOUND_OPTIONS),
+    # the other SGD recipes at a low learning rate (lightly's long-run values): does ten times the rate, with a
+    # 3-epoch (93-step) warm-up, help them too in a short run? tinycnn on builtin, 20 epochs
+    **{f"tinycnn-{method}-{name}-20ep": new(epochs=20, knn_every=5, backbone="tinycnn", method=method, train=train)
+       for method, lr in {"byol": 0.06, "mocov2": 0.03, "simsiam": 0.03}.items()
+       for name, train in {"recipe": {}, f"lr{lr * 10:g}-warmup3": {"lr": lr * 10, "warmup_epochs": 3.0}}.items()},
     "tinycnn-defaults-20ep": new(epochs=20, knn_every=5, backbone="tinycnn"),
     "tinycnn-lr0.6-warmup3-crop0.5-20ep": new(epochs=20, knn_every=5, backbone="tinycnn", train=FOUND_TRAIN,
                                               options=FOUND_OPTIONS),

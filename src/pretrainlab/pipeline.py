@@ -37,6 +37,7 @@ from pretrainlab.methods import METHODS, MethodContext
 from pretrainlab.methods.base import Method
 from pretrainlab.methods.parts.mirroring import adapt_mirroring
 from pretrainlab.methods.parts.reconstruction import save_reconstruction_grid
+from pretrainlab.methods.parts.small_images import adapt_crops_to_image_size
 from pretrainlab.report import write_run_report
 from pretrainlab.report.run_outputs import finish_run_outputs
 from pretrainlab.store import DEFAULT_STORE, EvaluationRecorder, ResultsStore, file_fingerprint
@@ -184,17 +185,24 @@ def knn_monitor(source: ImageSource, context: MethodContext, device: torch.devic
     return monitor
 
 
-def build_method(config: RunConfig, context: MethodContext,
-                 mirror_invariant: bool = True) -> tuple[Method, dict[str, Any]]:
+def build_method(config: RunConfig, context: MethodContext, mirror_invariant: bool = True,
+                 image_side: int | None = None) -> tuple[Method, dict[str, Any]]:
     """The method around a freshly initialised backbone, seeded: identical weights on every rank and rerun; with
-    the view options adapted to data that is not mirror-invariant (what was adapted, for config.yaml)."""
+    the view options adapted to data that is not mirror-invariant and to small images (`image_side`: the decoded
+    side in pixels; what was adapted and why, for config.yaml)."""
     torch.manual_seed(config.train.seed)
     options = token_backbone_options(config.backbone, config.backbone_options, context.tokenizer)
     backbone = create_backbone(config.backbone, context.img_size, context.in_chans, **options)
     check_token_pairing(backbone.model, config.backbone, context.tokenizer, config.data)
     method_class = METHODS.get(config.method)
     method_config = build_config(method_class.config_class, config.method_options, config.method)
-    method_config, adapted = adapt_mirroring(method_config, config.method_options, mirror_invariant)
+    method_config, flips = adapt_mirroring(method_config, config.method_options, mirror_invariant)
+    side = min(context.img_size, image_side or context.img_size)
+    method_config, crops = adapt_crops_to_image_size(method_config, config.method_options,
+                                                     method_class.small_image_crop_side, side)
+    reasons = (["the data is not mirror-invariant"] if flips else []) + (
+        [f"crops keep at least {method_class.small_image_crop_side} px a side of {side}-px images"] if crops else [])
+    adapted = {**flips, **crops, **({"reason": "; ".join(reasons)} if reasons else {})}
     try:
         return method_class(backbone, method_config, context), adapted
     except ValueError as error:  # losses and heads raise ValueError for out-of-range hyperparameters
@@ -229,7 +237,8 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
     context = method_context(source, img_size)
     if METHODS.get(config.method).needs_labels and isinstance(source, StreamSource):
         source.require_labels(f"method '{config.method}'")
-    method, adapted = build_method(config, context, getattr(source, "mirror_invariant", True))
+    method, adapted = build_method(config, context, getattr(source, "mirror_invariant", True),
+                                   min(source.image_size))
     method = method.to(device)
     train_set, label_notes = source.train, {}
     if isinstance(source, ImageSource):  # e.g. noisy labels, fixed by seed (streamed shards keep theirs)
@@ -249,7 +258,7 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
             "steps_per_epoch": trainer.steps_per_epoch, "world_size": world_size(),
             "warmup_epochs": round(trainer.warmup_epochs, 3), "warmup_steps": trainer.warmup_steps,
             "lr": config.train.scaled_lr,
-            "adapted_options": {**adapted, **({"reason": "the data is not mirror-invariant"} if adapted else {})},
+            "adapted_options": adapted,
             "pretrainlab": pretrainlab.__version__, "torch": str(torch.__version__), **machine_facts(device),
             **label_notes,
         })
@@ -259,7 +268,8 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
     if config.train.strategy == "fsdp" and is_distributed():  # the grid needs the whole method on rank 0
         state = trainer.strategy.full_state()
         if rank() == 0:
-            method = build_method(config, context, getattr(source, "mirror_invariant", True))[0].to(device)
+            method = build_method(config, context, getattr(source, "mirror_invariant", True),
+                                  min(source.image_size))[0].to(device)
             method.load_state_dict(state)
     if rank() == 0:  # input / masked / reconstructed rows, for methods that reconstruct pixels
         preview = source.preview if isinstance(source, StreamSource) else source.train
@@ -292,7 +302,8 @@ def untrained_run(config: RunConfig, source: ImageSource | None = None) -> Path:
     source = limit_source(source or load_source(config.data, image_size=config.img_size), config.max_train)
     img_size = config.img_size or source.image_size[0]
     context = method_context(source, img_size)
-    method = build_method(config, context, source.mirror_invariant)[0]  # the initial weights pretrain() starts from
+    # the initial weights pretrain() starts from
+    method = build_method(config, context, source.mirror_invariant, min(source.image_size))[0]
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(run_dir, config, {"img_size": img_size, "in_chans": source.channels, "mean": list(context.mean),
                                    "std": list(context.std), "num_classes": source.num_classes,

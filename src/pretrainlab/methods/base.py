@@ -109,6 +109,9 @@ class Method(nn.Module):
     takes_code_grids: ClassVar[bool] = False
     # Options that make a tiny, fast instance for the registry-driven tests (small heads, few prototypes).
     example_options: ClassVar[dict[str, Any]] = {}
+    # Set (pixels): on small images, crops keep at least this many pixels a side unless a crop scale is given
+    # (methods/parts/small_images.py); None: the views' scale range is used as written, at any image size.
+    small_image_crop_side: ClassVar[int | None] = None
 
     def __init__(self, backbone: Backbone, config: Any, context: MethodContext) -> None:
         super().__init__()
