@@ -144,9 +144,9 @@ def last_logged(run_dir: Path, key: str) -> float | None:
     return values[-1] if values else None
 
 
-def measure_random(full: ImageSource) -> list[dict]:
+def measure_random(full: ImageSource, backbones: tuple[str, ...] = (CNN_BACKBONE, VIT_BACKBONE)) -> list[dict]:
     rows = []
-    for backbone_name in (CNN_BACKBONE, VIT_BACKBONE):
+    for backbone_name in backbones:
         torch.manual_seed(0)
         backbone = create_backbone(backbone_name, full.image_size[0], full.channels)
         target = EvalTarget(backbone, f"timm:{backbone_name}", full.image_size[0])
@@ -209,7 +209,8 @@ def main() -> None:
                         help="evaluate a finished run folder of the same configuration, resume an interrupted one")
     parser.add_argument("--tag", default="", help="suffix of the row's file name (variants of one method)")
     parser.add_argument("--seed", type=int, default=0, help="pre-training seed (the subset stays seed 0's)")
-    parser.add_argument("--backbone", help="replaces the table's backbone (e.g. a ViT row of a CNN method)")
+    parser.add_argument("--backbone", help="replaces the table's backbone (e.g. a ViT row of a CNN method); with "
+                        "--random, the one random-init row to measure")
     parser.add_argument("--skip-done", action="store_true", help="skip a row whose result file already exists")
     parser.add_argument("--train", action="append", default=[], help="training override, e.g. optimizer=adamw")
     args = parser.parse_args()
@@ -217,7 +218,7 @@ def main() -> None:
     if args.methods or args.random:
         full, subset = load_data()
         if args.random:
-            for row in measure_random(full):
+            for row in measure_random(full, (args.backbone,) if args.backbone else (CNN_BACKBONE, VIT_BACKBONE)):
                 write_row(row, f"random-{row['backbone']}")
         for name in filter(None, args.methods.split(",")):
             options = {}
