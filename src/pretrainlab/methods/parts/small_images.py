@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from pretrainlab.methods.parts.mirroring import view_option_fields
+from pretrainlab.methods.parts.mirroring import adapt_view_option
 
 
 def small_image_crop_scale(crop_side: int, image_side: int) -> float:
@@ -30,13 +30,5 @@ def adapt_crops_to_image_size(config: Any, options: dict[str, Any], crop_side: i
     if not crop_side or not dataclasses.is_dataclass(config):
         return config, {}
     floor = round(small_image_crop_scale(crop_side, image_side), 3)
-    changes, chosen = {}, {}
-    for name in view_option_fields(config):
-        given = options.get(name)
-        if isinstance(given, dict) and "crop_min_scale" in given:  # the user's or the recipe's choice stands
-            continue
-        views = getattr(config, name)
-        if views.crop_min_scale < floor:
-            changes[name] = dataclasses.replace(views, crop_min_scale=floor)
-            chosen[f"{name}.crop_min_scale"] = floor
-    return (dataclasses.replace(config, **changes) if changes else config), chosen
+    return adapt_view_option(config, options, "crop_min_scale",
+                             lambda views: floor if views.crop_min_scale < floor else None)
