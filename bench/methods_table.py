@@ -16,7 +16,7 @@ reseeded run never overwrites a table row. `--reuse` resumes a killed run from i
 
 The budget (identical for every row): a fixed stratified subset of TRAIN_IMAGES Fashion-MNIST training
 images for pre-training, EPOCHS epochs of BATCH_SIZE, each method's own recipe for optimiser and
-learning rate (warm-up shortened to 1 epoch, unless the recipe sets a floor in steps: SimCLR's 100),
+learning rate (warm-up shortened to 1 epoch, unless the recipe sets a floor in steps: SimCLR's and SimSiam's 100),
 then kNN (k=200, T=0.07) and a linear probe on frozen features of the full 60,000-image training split,
 scored on the 10,000 test images.
 """
@@ -144,7 +144,7 @@ def last_logged(run_dir: Path, key: str) -> float | None:
     return values[-1] if values else None
 
 
-def measure_random(full: ImageSource, backbones: tuple[str, ...] = (CNN_BACKBONE, VIT_BACKBONE)) -> list[dict]:
+def measure_random(full: ImageSource, backbones: tuple[str, ...]) -> list[dict]:
     rows = []
     for backbone_name in backbones:
         torch.manual_seed(0)
@@ -218,7 +218,8 @@ def main() -> None:
     if args.methods or args.random:
         full, subset = load_data()
         if args.random:
-            for row in measure_random(full, (args.backbone,) if args.backbone else (CNN_BACKBONE, VIT_BACKBONE)):
+            backbones = (args.backbone,) if args.backbone else (CNN_BACKBONE, VIT_BACKBONE)
+            for row in measure_random(full, backbones):
                 write_row(row, f"random-{row['backbone']}")
         for name in filter(None, args.methods.split(",")):
             options = {}

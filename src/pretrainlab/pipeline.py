@@ -185,19 +185,20 @@ def knn_monitor(source: ImageSource, context: MethodContext, device: torch.devic
     return monitor
 
 
-def build_method(config: RunConfig, context: MethodContext, mirror_invariant: bool = True,
-                 image_side: int | None = None) -> tuple[Method, dict[str, Any]]:
+def build_method(config: RunConfig, context: MethodContext,
+                 source: ImageSource | StreamSource | None = None) -> tuple[Method, dict[str, Any]]:
     """The method around a freshly initialised backbone, seeded: identical weights on every rank and rerun; with
-    the view options adapted to data that is not mirror-invariant and to small images (`image_side`: the decoded
-    side in pixels; what was adapted and why, for config.yaml)."""
+    the view options adapted to the source (data that is not mirror-invariant, small decoded images; what was
+    adapted and why, for config.yaml). Without a source nothing is adapted but the training size."""
     torch.manual_seed(config.train.seed)
     options = token_backbone_options(config.backbone, config.backbone_options, context.tokenizer)
     backbone = create_backbone(config.backbone, context.img_size, context.in_chans, **options)
     check_token_pairing(backbone.model, config.backbone, context.tokenizer, config.data)
     method_class = METHODS.get(config.method)
     method_config = build_config(method_class.config_class, config.method_options, config.method)
-    method_config, flips = adapt_mirroring(method_config, config.method_options, mirror_invariant)
-    side = min(context.img_size, image_side or context.img_size)
+    method_config, flips = adapt_mirroring(method_config, config.method_options,
+                                           getattr(source, "mirror_invariant", True))
+    side = min((context.img_size, *source.image_size) if source is not None else (context.img_size,))
     method_config, crops = adapt_crops_to_image_size(method_config, config.method_options,
                                                      method_class.small_image_crop_side, side)
     reasons = (["the data is not mirror-invariant"] if flips else []) + (
@@ -237,8 +238,7 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
     context = method_context(source, img_size)
     if METHODS.get(config.method).needs_labels and isinstance(source, StreamSource):
         source.require_labels(f"method '{config.method}'")
-    method, adapted = build_method(config, context, getattr(source, "mirror_invariant", True),
-                                   min(source.image_size))
+    method, adapted = build_method(config, context, source)
     method = method.to(device)
     train_set, label_notes = source.train, {}
     if isinstance(source, ImageSource):  # e.g. noisy labels, fixed by seed (streamed shards keep theirs)
@@ -268,8 +268,7 @@ def pretrain(config: RunConfig, resume: bool = False, show_progress: bool = True
     if config.train.strategy == "fsdp" and is_distributed():  # the grid needs the whole method on rank 0
         state = trainer.strategy.full_state()
         if rank() == 0:
-            method = build_method(config, context, getattr(source, "mirror_invariant", True),
-                                  min(source.image_size))[0].to(device)
+            method = build_method(config, context, source)[0].to(device)
             method.load_state_dict(state)
     if rank() == 0:  # input / masked / reconstructed rows, for methods that reconstruct pixels
         preview = source.preview if isinstance(source, StreamSource) else source.train
@@ -302,8 +301,7 @@ def untrained_run(config: RunConfig, source: ImageSource | None = None) -> Path:
     source = limit_source(source or load_source(config.data, image_size=config.img_size), config.max_train)
     img_size = config.img_size or source.image_size[0]
     context = method_context(source, img_size)
-    # the initial weights pretrain() starts from
-    method = build_method(config, context, source.mirror_invariant, min(source.image_size))[0]
+    method = build_method(config, context, source)[0]  # the initial weights pretrain() starts from
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(run_dir, config, {"img_size": img_size, "in_chans": source.channels, "mean": list(context.mean),
                                    "std": list(context.std), "num_classes": source.num_classes,
