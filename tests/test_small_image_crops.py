@@ -54,3 +54,16 @@ def test_a_simclr_run_on_digits_records_the_crop_it_chose(tmp_path: Path, builti
     assert adapted["views.crop_min_scale"] == 0.51 and adapted["views.flip_p"] == 0.0
     assert adapted["reason"] == ("the data is not mirror-invariant; crops keep at least 20 px a side of "
                                  "28-px images")
+
+
+@pytest.mark.parametrize("value", ["0", "1.5"])
+def test_a_crop_scale_outside_0_1_is_one_line_and_exit_2_before_the_run_folder(value: str, tmp_path: Path,
+                                                                                capsys: pytest.CaptureFixture) -> None:
+    from pretrainlab.cli import main
+
+    out = tmp_path / "run"
+    code = main(["pretrain", "--method", "simclr", "--backbone", "tinycnn", "--data", "builtin", "--epochs", "1",
+                 "--option", f"views.crop_min_scale={value}", "--out", str(out)])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(error) == 1 and "crop_min_scale must be in (0, 1]" in error[0], error
+    assert not out.exists()

@@ -54,6 +54,10 @@ class ViewOptions:
     saturation: float | None = None
 
     def __post_init__(self) -> None:
+        # checked here, when options are read, not when the first views are drawn (after the run folder exists)
+        if not 0 < self.crop_min_scale <= 1:
+            raise ValueError(f"crop_min_scale must be in (0, 1] (the smallest crop's share of the image area), "
+                             f"got {self.crop_min_scale}")
         if self.saturation is not None and self.saturation < 0:
             raise ValueError(f"saturation must be >= 0 (or unset for 0.8 x jitter_strength), got {self.saturation}")
 
