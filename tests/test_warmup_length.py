@@ -38,3 +38,10 @@ def test_simclr_recipe_sets_the_rate_and_the_floor_and_a_flag_still_overrides_th
 def test_a_negative_floor_is_refused_with_what_it_means() -> None:
     with pytest.raises(PretrainlabError, match=r"train.warmup_min_steps must be >= 0 \(0: a tenth of the run"):
         TrainConfig(warmup_min_steps=-1)
+
+
+def test_the_report_shows_the_resolved_warmup_not_the_recipe_default() -> None:
+    from pretrainlab.report.training_section import warmup_text
+
+    assert warmup_text({"warmup_epochs": None}, {"warmup_epochs": 6.667, "warmup_steps": 100}) == "6.667 epochs (100 steps)"
+    assert warmup_text({"warmup_epochs": 1.0}, {}) == "1 epochs"

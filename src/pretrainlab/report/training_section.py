@@ -20,6 +20,15 @@ def split_metrics(metrics: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], 
     return training, monitor
 
 
+def warmup_text(train: dict[str, Any], resolved: dict[str, Any]) -> str:
+    """The warm-up the run used: the resolved length (a recipe's default is None in `train`), in epochs and steps."""
+    epochs = resolved.get("warmup_epochs", train.get("warmup_epochs"))
+    if epochs is None:
+        return "not recorded"
+    steps = resolved.get("warmup_steps")
+    return f"{epochs:g} epochs" + (f" ({steps} steps)" if steps is not None else "")
+
+
 def facts_table(run_dir: Path, config: dict[str, Any], training: list[dict[str, Any]]) -> str:
     """What, on what, how long, where and with which versions."""
     resolved = config.get("resolved", {}) or {}
@@ -37,7 +46,7 @@ def facts_table(run_dir: Path, config: dict[str, Any], training: list[dict[str, 
                    f"{train.get('batch_size', '?')}; {steps} of {planned} steps logged"],
         ["optimiser", f"{train.get('optimizer', '?')}, lr {train.get('lr', '?')} "
                       f"({train.get('lr_scaling', '?')} scaling), weight decay {train.get('weight_decay', '?')}, "
-                      f"warm-up {train.get('warmup_epochs', '?')} epochs, precision {train.get('precision', '?')}"],
+                      f"warm-up {warmup_text(train, resolved)}, precision {train.get('precision', '?')}"],
         ["machine", f"{resolved.get('device', 'device not recorded')}; {resolved.get('world_size', 1)} process(es)"
                     + (f"; {rates[-1]:.0f} images/s at the end" if rates else "")],
         ["versions", ", ".join(f"{name} {resolved[name]}" for name in ("pretrainlab", "torch", "timm", "python")
