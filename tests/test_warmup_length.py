@@ -43,5 +43,6 @@ def test_a_negative_floor_is_refused_with_what_it_means() -> None:
 def test_the_report_shows_the_resolved_warmup_not_the_recipe_default() -> None:
     from pretrainlab.report.training_section import warmup_text
 
-    assert warmup_text({"warmup_epochs": None}, {"warmup_epochs": 6.667, "warmup_steps": 100}) == "6.667 epochs (100 steps)"
+    resolved = {"warmup_epochs": 6.667, "warmup_steps": 100}
+    assert warmup_text({"warmup_epochs": None}, resolved) == "6.667 epochs (100 steps)"
     assert warmup_text({"warmup_epochs": 1.0}, {}) == "1 epochs"
