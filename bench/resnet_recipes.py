@@ -146,6 +146,11 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "tinycnn-defaults-20ep": new(epochs=20, knn_every=5, backbone="tinycnn"),
     "tinycnn-lr0.6-warmup3-crop0.5-20ep": new(epochs=20, knn_every=5, backbone="tinycnn", train=FOUND_TRAIN,
                                               options=FOUND_OPTIONS),
+    # the packaged recipe, no flags, on the CIFAR-stem resnet18 (issue 9's third backbone): builtin over the
+    # resnet18 learning test's budget, then the 10,000 Fashion-MNIST images over the gauntlet's 15 epochs
+    "cifar-recipe-12ep": new(epochs=12, knn_every=2, backbone="resnet18_cifar"),
+    "fashion10k-cifar-recipe-15ep": new(epochs=15, knn_every=5, backbone="resnet18_cifar", data=f"npz:{FASHION}",
+                                        max_train=10000),
     "cifar-defaults-4ep": new(epochs=4, backbone="resnet18_cifar"),
     "cifar-crop0.8-4ep": new(epochs=4, backbone="resnet18_cifar", options={"views.crop_min_scale": 0.8}),
     "crop0.8-noflip-t1.0-4ep": new(epochs=4, options={"views.crop_min_scale": 0.8, "views.flip_p": 0.0,

@@ -35,21 +35,23 @@ def naive_cross_entropy(teacher_probabilities: torch.Tensor, student_logits: tor
 
 
 # -- DINO loss -------------------------------------------------------------------------------------------
-def test_dino_loss_averages_cross_entropy_over_pairs_of_different_views_and_updates_the_centre() -> None:
-    generator = torch.Generator().manual_seed(0)
-    student = [torch.randn(4, 6, generator=generator) for _ in range(4)]  # 2 global + 2 local views
-    teacher = [torch.randn(4, 6, generator=generator) for _ in range(2)]
+@pytest.mark.parametrize("teachers", [1, 2, 3])
+def test_dino_loss_averages_cross_entropy_over_pairs_of_different_views_and_updates_the_centre(teachers: int) -> None:
+    """The loss sums the teachers per student view (one log-softmax per view); the naive pair loop must agree."""
+    generator = torch.Generator().manual_seed(teachers)
+    student = [torch.randn(4, 6, generator=generator) for _ in range(teachers + 2)]  # global views + 2 local views
+    teacher = [torch.randn(4, 6, generator=generator) for _ in range(teachers)]
     criterion = DINOLoss(6, student_temperature=0.1, centre_momentum=0.8)
     criterion.centre.centre.copy_(torch.linspace(-1, 1, 6))
     centre = criterion.centre.centre.clone()
     loss = criterion(student, teacher, teacher_temperature=0.05)
     pair_losses = []
-    for t in range(2):
+    for t in range(teachers):
         probabilities = naive_teacher_probabilities(teacher[t], centre, 0.05)
-        for s in range(4):
+        for s in range(teachers + 2):
             if s != t:
                 pair_losses.append(naive_cross_entropy(probabilities, student[s], 0.1).mean())
-    assert len(pair_losses) == 6
+    assert len(pair_losses) == teachers * (teachers + 1)
     torch.testing.assert_close(loss, torch.stack(pair_losses).mean())
     expected_centre = 0.8 * centre + 0.2 * torch.cat(teacher).mean(dim=0)
     torch.testing.assert_close(criterion.centre.centre, expected_centre)
