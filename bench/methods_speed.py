@@ -21,30 +21,25 @@ from pathlib import Path
 import torch
 
 from bench.methods_table import BATCH_SIZE, RESULTS, load_data
-from pretrainlab.backbones import create_backbone
-from pretrainlab.config import build_config
 from pretrainlab.data.source import ImageSource
-from pretrainlab.methods import METHODS
-from pretrainlab.pipeline import method_context, recipe_values
-from pretrainlab.train.config import TrainConfig
+from pretrainlab.pipeline import build_method, build_run_config, method_context
 from pretrainlab.train.loop import Trainer
 
 
-def median_step_seconds(row: dict, subset: ImageSource, steps: int) -> float:
-    torch.manual_seed(0)
+def median_step_seconds(row: dict, full: ImageSource, subset: ImageSource, steps: int) -> float:
+    # The method as the row trained it: recipe < the row's options, built by the pipeline (recipe method
+    # options such as DINO's 4096 prototypes and 8 local views included; the dataclass defaults are not a
+    # recipe: DINO's 65,536 prototypes made its step several times slower than the row's).
     img_size = subset.image_size[0]
     context = method_context(subset, img_size)
-    method_class = METHODS.get(row["method"])
-    backbone = create_backbone(row["backbone"], img_size, subset.channels)
     options = row.get("options") or {}  # "train.KEY" entries override the recipe's training settings
-    method_options = {key: value for key, value in options.items() if not key.startswith("train.")}
-    method = method_class(backbone, build_config(method_class.config_class, method_options, row["method"]), context)
-    recipe_train = dict(recipe_values(row["method"]).get("train", {}) or {})
-    recipe_train.update({key.removeprefix("train."): value for key, value in options.items()
-                         if key.startswith("train.")})
-    recipe_train.update(epochs=1, batch_size=BATCH_SIZE, warmup_epochs=0.0)
+    train = {key.removeprefix("train."): value for key, value in options.items() if key.startswith("train.")}
+    config = build_run_config(row["method"], {"backbone": row["backbone"], "data": full.spec},
+                              {**train, "epochs": 1, "batch_size": BATCH_SIZE, "warmup_epochs": 0.0},
+                              {key: value for key, value in options.items() if not key.startswith("train.")})
+    method, _ = build_method(config, context, subset)
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(method, subset.train, build_config(TrainConfig, recipe_train, "train"), Path(run_dir),
+        trainer = Trainer(method, subset.train, config.train, Path(run_dir),
                           torch.device("cpu"), show_progress=False)
         times = []
         for step in range(steps + 2):
@@ -62,14 +57,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--only", default="", help="comma-separated method names (default: every row)")
     args = parser.parse_args()
-    _, subset = load_data()
+    full, subset = load_data()
     steps_per_epoch = len(subset.train) // BATCH_SIZE
     only = set(filter(None, args.only.split(",")))
     for path in sorted(RESULTS.glob("*.json")):
         row = json.loads(path.read_text())
         if not row["epochs"] or (only and row["method"] not in only):
             continue
-        seconds = median_step_seconds(row, subset, args.steps) * steps_per_epoch
+        seconds = median_step_seconds(row, full, subset, args.steps) * steps_per_epoch
         row.setdefault("seconds_per_epoch_loaded", row["seconds_per_epoch"])
         row["seconds_per_epoch"] = seconds
         row["speed_measured"] = (f"{time.strftime('%Y-%m-%d %H:%M')}, quiet machine, median of {args.steps} steps "
