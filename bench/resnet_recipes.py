@@ -151,6 +151,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "cifar-recipe-12ep": new(epochs=12, knn_every=2, backbone="resnet18_cifar"),
     "fashion10k-cifar-recipe-15ep": new(epochs=15, knn_every=5, backbone="resnet18_cifar", data=f"npz:{FASHION}",
                                         max_train=10000),
+    "fashion2k-cifar-recipe-20ep": new(epochs=20, knn_every=5, backbone="resnet18_cifar", data=f"npz:{FASHION}",
+                                       max_train=2000),
     "cifar-defaults-4ep": new(epochs=4, backbone="resnet18_cifar"),
     "cifar-crop0.8-4ep": new(epochs=4, backbone="resnet18_cifar", options={"views.crop_min_scale": 0.8}),
     "crop0.8-noflip-t1.0-4ep": new(epochs=4, options={"views.crop_min_scale": 0.8, "views.flip_p": 0.0,
