@@ -22,6 +22,7 @@ import torch
 
 from bench.methods_table import BATCH_SIZE, RESULTS, load_data
 from pretrainlab.data.source import ImageSource
+from pretrainlab.errors import PretrainlabError
 from pretrainlab.pipeline import build_method, build_run_config, method_context
 from pretrainlab.train.loop import Trainer
 
@@ -64,7 +65,11 @@ def main() -> None:
         row = json.loads(path.read_text())
         if not row["epochs"] or (only and row["method"] not in only):
             continue
-        seconds = median_step_seconds(row, full, subset, args.steps) * steps_per_epoch
+        try:
+            seconds = median_step_seconds(row, full, subset, args.steps) * steps_per_epoch
+        except PretrainlabError as error:  # e.g. a teacher run folder that this checkout no longer has
+            print(f"{path.name}: not re-timed, its method cannot be built here ({error})")
+            continue
         row.setdefault("seconds_per_epoch_loaded", row["seconds_per_epoch"])
         row["seconds_per_epoch"] = seconds
         row["speed_measured"] = (f"{time.strftime('%Y-%m-%d %H:%M')}, quiet machine, median of {args.steps} steps "
