@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -37,6 +38,10 @@ def main() -> None:
     parser.add_argument("--local", type=int, default=8, help="local views beside the 2 global ones")
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
+    if min(args.batch, args.out_dim, args.repeats) < 1 or args.local < 0:
+        print(f"error: --batch, --out-dim and --repeats must be >= 1 and --local >= 0, got {args.batch}, "
+              f"{args.out_dim}, {args.repeats} and {args.local}", file=sys.stderr)
+        raise SystemExit(2)
 
     generator = torch.Generator().manual_seed(0)
     views = 2 + args.local
