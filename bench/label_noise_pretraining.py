@@ -5,13 +5,17 @@
 out-of-domain transfer. This pre-trains `supervised` tinycnn on the embedded MNIST digits (`builtin`, its
 fixed 4,000-image training split) at several noise rates (`--option label_noise=R`, noise seed = training seed),
 then linear-probes the frozen backbone with clean labels in-domain (builtin's own split) and out-of-domain
-(a fixed class-balanced Fashion-MNIST subset), next to a random-init tinycnn.
+(a fixed class-balanced Fashion-MNIST subset), next to a random-init tinycnn; and, NMTune's second claim, tunes
+the same frozen features with NMTune (the `noisy_labels` protocol's clean-label heads: NMTune's MLP with its three
+regularisers, the same MLP without them, and a linear head trained the same way) to see whether it recovers
+what the noise cost.
 
     python bench/label_noise_pretraining.py --rates 0,0.05,0.1,0.2,0.4     # rows in bench/results/label_noise/
     python bench/label_noise_pretraining.py --rates 0,0.05,0.1,0.2,0.4 --seed 1   # another seed (training + noise)
     python bench/label_noise_pretraining.py --render                       # docs/label_noise_pretraining.md
 
-Resumable: a rate whose row exists is skipped.
+Resumable: a rate whose row exists (with the NMTune columns) is skipped; a row measured before they were added
+is measured again (pre-training is deterministic on CPU for a seed, so its linear columns come back the same).
 """
 
 from __future__ import annotations
@@ -42,8 +46,17 @@ OOD_DATA = Path("/work/shared/data/fashion_mnist.npz")
 BACKBONE = "tinycnn"
 
 
-def linear_top1(target: EvalTarget, source: ImageSource) -> float:
-    return evaluate(EvalContext(target, source, torch.device("cpu"), {"seed": 0}), "linear")[0].value
+NMTUNE_KEYS = {"top1@nmtune": "nmtune", "top1@mlp": "mlp", "top1@clean": "head_linear"}
+DOMAINS = ("in_domain", "out_of_domain")
+
+
+def probes(target: EvalTarget, source: ImageSource) -> dict[str, float]:
+    """Linear probe (L-BFGS) and NMTune's clean-label heads: NMTune, its MLP alone, a linear head trained alike."""
+    cpu = torch.device("cpu")
+    out = {"linear": evaluate(EvalContext(target, source, cpu, {"seed": 0}), "linear")[0].value}
+    for result in evaluate(EvalContext(target, source, cpu, {"seed": 0, "noise": []}), "noisy_labels"):
+        out[NMTUNE_KEYS[result.metric]] = result.value
+    return out
 
 
 def measure(rate: float | None, noise: str, args: argparse.Namespace, in_domain: ImageSource,
@@ -64,17 +77,19 @@ def measure(rate: float | None, noise: str, args: argparse.Namespace, in_domain:
         summary = pretrain(config, source=in_domain, show_progress=False)
         notes = {"final_loss": summary["final_loss"], "run": str(out.relative_to(ROOT))}
         target = load_run_target(out)
+    scores = {f"{domain}_{name}": value for domain, source in zip(DOMAINS, (in_domain, out_of_domain), strict=True)
+              for name, value in probes(target, source).items()}
     return {"rate": rate, "noise": noise, "seed": args.seed, "epochs": args.epochs, "batch_size": args.batch_size,
-            "in_domain_linear": linear_top1(target, in_domain),
-            "out_of_domain_linear": linear_top1(target, out_of_domain),
-            "in_domain": in_domain.spec, "out_of_domain": out_of_domain.spec, **notes,
+            **scores, "in_domain": in_domain.spec, "out_of_domain": out_of_domain.spec, **notes,
             "seconds": time.perf_counter() - started, "measured": time.strftime("%Y-%m-%d %H:%M")}
 
 
 def summarise(rows: list[dict]) -> dict:
     """Mean and sample standard deviation over the seeds of one setting, per probe."""
     out = {"seeds": sorted(r["seed"] for r in rows)}
-    for key in ("in_domain_linear", "out_of_domain_linear"):
+    for key in [f"{domain}_{name}" for domain in DOMAINS for name in ("linear", "nmtune", "mlp", "head_linear")]:
+        if any(key not in r for r in rows):
+            continue
         values = torch.tensor([r[key] for r in rows], dtype=torch.float64)
         out[key] = float(values.mean())
         out[key + "_std"] = float(values.std()) if len(values) > 1 else None
@@ -85,6 +100,47 @@ def cell(mean: float, std: float | None) -> str:
     return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
+def setting_name(noise: str, rate: float | None) -> str:
+    return "random init (no pre-training)" if rate is None else "clean" if rate == 0 else f"{noise} {rate:.0%} noise"
+
+
+def delta(row: dict, clean: dict | None, key: str, rate: float | None) -> str:
+    """`row[key]` minus the clean pre-training's, blank for the clean and random rows or a missing column."""
+    if clean is None or rate in (None, 0) or key not in row or key not in clean:
+        return ""
+    return f"{row[key] - clean[key]:+.2f}"
+
+
+def linear_table(summary: dict) -> list[str]:
+    clean = summary.get(("", 0.0))
+    lines = ["| pre-training labels | seeds | in-domain linear top-1 (MNIST) | vs clean | out-of-domain linear top-1 "
+             "(Fashion-MNIST) | vs clean |", "| --- | --- | --- | --- | --- | --- |"]
+    for (noise, rate), row in summary.items():
+        lines.append(f"| {setting_name(noise, rate)} | {len(row['seeds'])} | "
+                     f"{cell(row['in_domain_linear'], row['in_domain_linear_std'])} | "
+                     f"{delta(row, clean, 'in_domain_linear', rate)} | "
+                     f"{cell(row['out_of_domain_linear'], row['out_of_domain_linear_std'])} | "
+                     f"{delta(row, clean, 'out_of_domain_linear', rate)} |")
+    return lines
+
+
+def nmtune_table(summary: dict) -> list[str]:
+    """Per domain and setting: the linear head, NMTune's MLP alone and NMTune, each against clean pre-training."""
+    clean = summary.get(("", 0.0))
+    lines = ["| probe data | pre-training labels | seeds | linear head (AdamW) | vs clean | MLP, no regularisers | "
+             "NMTune | vs clean | NMTune - linear head |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for domain, label in zip(DOMAINS, ("in-domain (MNIST)", "out-of-domain (Fashion-MNIST)"), strict=True):
+        for (noise, rate), row in summary.items():
+            linear, mlp, nmtune = (f"{domain}_{name}" for name in ("head_linear", "mlp", "nmtune"))
+            if nmtune not in row:
+                continue
+            lines.append(f"| {label} | {setting_name(noise, rate)} | {len(row['seeds'])} | "
+                         f"{cell(row[linear], row[linear + '_std'])} | {delta(row, clean, linear, rate)} | "
+                         f"{cell(row[mlp], row[mlp + '_std'])} | {cell(row[nmtune], row[nmtune + '_std'])} | "
+                         f"{delta(row, clean, nmtune, rate)} | {row[nmtune] - row[linear]:+.2f} |")
+    return lines
+
+
 def render() -> None:
     rows = [json.loads(p.read_text()) for p in RESULTS.glob("*.json")]
     if not rows:
@@ -92,25 +148,21 @@ def render() -> None:
     settings = sorted({(r["noise"] if r["rate"] else "", r["rate"]) for r in rows},
                       key=lambda s: (-1 if s[1] is None else s[1], s[0]))
     summary = {s: summarise([r for r in rows if (r["noise"] if r["rate"] else "", r["rate"]) == s]) for s in settings}
-    clean = summary.get(("", 0.0))
-    lines = ["| pre-training labels | seeds | in-domain linear top-1 (MNIST) | vs clean | out-of-domain linear top-1 "
-             "(Fashion-MNIST) | vs clean |", "| --- | --- | --- | --- | --- | --- |"]
-    for (noise, rate), row in summary.items():
-        name = ("random init (no pre-training)" if rate is None else "clean" if rate == 0
-                else f"{noise} {rate:.0%} noise")
-        deltas = [f"{row[key] - clean[key]:+.2f}" if clean and rate not in (None, 0) else ""
-                  for key in ("in_domain_linear", "out_of_domain_linear")]
-        lines.append(f"| {name} | {len(row['seeds'])} | {cell(row['in_domain_linear'], row['in_domain_linear_std'])} "
-                     f"| {deltas[0]} | {cell(row['out_of_domain_linear'], row['out_of_domain_linear_std'])} | "
-                     f"{deltas[1]} |")
     first = next(r for r in rows if r["rate"] is not None) if any(r["rate"] is not None for r in rows) else rows[0]
     header = (f"`supervised` {BACKBONE}, {first['epochs']} epochs, batch {first['batch_size']}, the supervised "
               f"recipe with a 1-epoch warm-up, on `{first['in_domain']}`'s training split (each seed is both the "
               f"training and the noise seed); linear probe (L-BFGS, L2 by validation, seed 0) on clean labels: "
               f"in-domain `{first['in_domain']}`, out-of-domain `{first['out_of_domain']}`; mean ± sample std over "
               "seeds. 2 shared CPU cores. Produced by `python bench/label_noise_pretraining.py --render`.\n\n")
-    text = DOC.read_text()
-    DOC.write_text(replace_block(text, "results", header + "\n".join(lines)))
+    nmtune_header = ("The same frozen features and clean labels, through the `noisy_labels` protocol's heads (seed 0, "
+                     "standardised features, AdamW for 30 epochs of 128): a linear head, NMTune's MLP (D -> 4D -> D) "
+                     "without its regularisers, and NMTune (the MLP with the consistency, covariance and "
+                     "dominant-singular-value terms). \"vs clean\": against the same head on the clean pre-training. "
+                     "Produced by the same command.\n\n")
+    text = replace_block(DOC.read_text(), "results", header + "\n".join(linear_table(summary)))
+    if "<!-- nmtune -->" in text:
+        text = replace_block(text, "nmtune", nmtune_header + "\n".join(nmtune_table(summary)))
+    DOC.write_text(text)
 
 
 def main() -> None:
@@ -132,7 +184,7 @@ def main() -> None:
         RESULTS.mkdir(parents=True, exist_ok=True)
         for rate in rates:
             path = RESULTS / f"{'random' if rate is None else f'{args.noise}-{rate}'}-seed{args.seed}.json"
-            if path.exists():
+            if path.exists() and "in_domain_nmtune" in json.loads(path.read_text()):
                 continue
             row = measure(rate, args.noise, args, in_domain, out_of_domain)
             path.write_text(json.dumps(row, indent=2))
