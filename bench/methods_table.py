@@ -12,7 +12,9 @@ Rows at the table's own budget (EPOCHS epochs, seed 0) are RESULTS/NAME.json; an
 RESULTS/epochsE/NAME-seedS.json with its run folder runs/bench-methods/epochsE/NAME-seedS, so a longer or
 reseeded run never overwrites a table row. `--reuse` resumes a killed run from its last checkpoint and
 `--skip-done` skips a row whose result file exists, which makes a queue of rows resumable
-(bench/methods_budget_queue.sh); `--render` also writes the longer budgets' table (bench/methods_budget.py).
+(bench/methods_budget_queue.sh); a row another process is measuring (its lock file, runs/bench-methods/KEY.lock,
+is held) is skipped too, so two queues started side by side share the rows instead of training one twice;
+`--render` also writes the longer budgets' table (bench/methods_budget.py).
 
 The budget (identical for every row): a fixed stratified subset of TRAIN_IMAGES Fashion-MNIST training
 images for pre-training, EPOCHS epochs of BATCH_SIZE, each method's own recipe for optimiser and
@@ -24,10 +26,13 @@ scored on the 10,000 test images.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -83,6 +88,22 @@ def row_key(name: str, tag: str = "", epochs: int = EPOCHS, seed: int = 0) -> st
     keeps its plain name; another budget or seed goes to its own folder, so it never overwrites a table row."""
     stem = file_name(name) + (f"-{tag}" if tag else "")
     return stem if (epochs, seed) == (EPOCHS, 0) else f"epochs{epochs}/{stem}-seed{seed}"
+
+
+@contextlib.contextmanager
+def row_lock(key: str) -> Iterator[bool]:
+    """Holds an exclusive lock on the row `key` while the block runs; yields False, holding nothing, when another
+    process has it. flock is released by the kernel when its holder dies, so a killed run never leaves its row
+    locked (a stale lock file is harmless)."""
+    path = ROOT / "runs" / "bench-methods" / f"{key}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
 
 
 def measure_method(name: str, full: ImageSource, subset: ImageSource, options: dict, epochs: int,
@@ -229,14 +250,18 @@ def main() -> None:
                 if method == name:
                     options[key] = yaml.safe_load(value)
             key = row_key(name, args.tag, args.epochs, args.seed)
-            if args.skip_done and (RESULTS / f"{key}.json").exists():
-                print(f"{key}: done, skipped")
-                continue
-            train = {f"train.{setting}": yaml.safe_load(value)
-                     for setting, _, value in (text.partition("=") for text in args.train)}
-            row = measure_method(name, full, subset, {**options, **train}, args.epochs, args.reuse, args.tag,
-                                 args.seed, args.backbone)
-            write_row(row, key)
+            with row_lock(key) as ours:
+                if not ours:
+                    print(f"{key}: being measured by another process, skipped")
+                    continue
+                if args.skip_done and (RESULTS / f"{key}.json").exists():
+                    print(f"{key}: done, skipped")
+                    continue
+                train = {f"train.{setting}": yaml.safe_load(value)
+                         for setting, _, value in (text.partition("=") for text in args.train)}
+                row = measure_method(name, full, subset, {**options, **train}, args.epochs, args.reuse, args.tag,
+                                     args.seed, args.backbone)
+                write_row(row, key)
     if args.render:
         render()
         render_budgets(RESULTS, TABLE, EPOCHS)

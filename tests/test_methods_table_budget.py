@@ -1,8 +1,9 @@
-"""bench/methods_table.py at another budget: rows keyed by epochs and seed, skipped when done, resumed when
-killed, and rendered as mean (seeds) beside the table's own row."""
+"""bench/methods_table.py at another budget: rows keyed by epochs and seed, skipped when done or being measured
+elsewhere, resumed when killed, and rendered as mean (seeds) beside the table's own row."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import sys
 from pathlib import Path
@@ -87,3 +88,18 @@ def test_a_longer_budget_row_is_written_apart_skipped_when_done_and_resumed_from
     assert row_file.exists() and (run_dir / "backbone.safetensors").exists()
     # resumed, not restarted: the training log was continued from the checkpoint, not rewritten from step 0
     assert (run_dir / "metrics.jsonl").read_text().startswith(logged)
+
+
+def test_a_row_another_process_is_measuring_is_skipped_and_measured_once_it_is_free(
+        tiny_bench: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    args = ("--methods", "rotnet", "--epochs", "1", "--seed", "2", "--reuse", "--skip-done")
+    lock = tiny_bench / "runs" / "bench-methods" / "epochs1" / "rotnet-seed2.lock"
+    lock.parent.mkdir(parents=True)
+    row_file = tiny_bench / "results" / "epochs1" / "rotnet-seed2.json"
+    with lock.open("w") as held:  # another queue's process, as the kernel sees it: a second open file holding it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        run(monkeypatch, *args)
+        assert not row_file.exists()
+        assert "rotnet-seed2: being measured by another process, skipped" in capsys.readouterr().out
+    run(monkeypatch, *args)  # released (as when that process ends or is killed): this one measures it
+    assert json.loads(row_file.read_text())["seed"] == 2
