@@ -14,8 +14,7 @@ what the noise cost.
     python bench/label_noise_pretraining.py --rates 0,0.05,0.1,0.2,0.4 --seed 1   # another seed (training + noise)
     python bench/label_noise_pretraining.py --render                       # docs/label_noise_pretraining.md
 
-Resumable: a rate whose row exists (with the NMTune columns) is skipped; a row measured before they were added
-is measured again (pre-training is deterministic on CPU for a seed, so its linear columns come back the same).
+Resumable: a rate whose row exists is skipped.
 """
 
 from __future__ import annotations
@@ -52,9 +51,10 @@ DOMAINS = ("in_domain", "out_of_domain")
 
 def probes(target: EvalTarget, source: ImageSource) -> dict[str, float]:
     """Linear probe (L-BFGS) and NMTune's clean-label heads: NMTune, its MLP alone, a linear head trained alike."""
-    cpu = torch.device("cpu")
-    out = {"linear": evaluate(EvalContext(target, source, cpu, {"seed": 0}), "linear")[0].value}
-    for result in evaluate(EvalContext(target, source, cpu, {"seed": 0, "noise": []}), "noisy_labels"):
+    # one context: both protocols read the features it extracts once (the linear probe ignores `noise`)
+    context = EvalContext(target, source, torch.device("cpu"), {"seed": 0, "noise": []})
+    out = {"linear": evaluate(context, "linear")[0].value}
+    for result in evaluate(context, "noisy_labels"):
         out[NMTUNE_KEYS[result.metric]] = result.value
     return out
 
@@ -88,8 +88,6 @@ def summarise(rows: list[dict]) -> dict:
     """Mean and sample standard deviation over the seeds of one setting, per probe."""
     out = {"seeds": sorted(r["seed"] for r in rows)}
     for key in [f"{domain}_{name}" for domain in DOMAINS for name in ("linear", "nmtune", "mlp", "head_linear")]:
-        if any(key not in r for r in rows):
-            continue
         values = torch.tensor([r[key] for r in rows], dtype=torch.float64)
         out[key] = float(values.mean())
         out[key + "_std"] = float(values.std()) if len(values) > 1 else None
@@ -105,8 +103,8 @@ def setting_name(noise: str, rate: float | None) -> str:
 
 
 def delta(row: dict, clean: dict | None, key: str, rate: float | None) -> str:
-    """`row[key]` minus the clean pre-training's, blank for the clean and random rows or a missing column."""
-    if clean is None or rate in (None, 0) or key not in row or key not in clean:
+    """`row[key]` minus the clean pre-training's, blank for the clean and random rows."""
+    if clean is None or rate in (None, 0):
         return ""
     return f"{row[key] - clean[key]:+.2f}"
 
@@ -133,8 +131,6 @@ def nmtune_table(summary: dict) -> list[str]:
     for domain, label in zip(DOMAINS, ("in-domain (MNIST)", "out-of-domain (Fashion-MNIST)"), strict=True):
         for (noise, rate), row in summary.items():
             linear, mlp, nmtune = (f"{domain}_{name}" for name in ("head_linear", "mlp", "nmtune"))
-            if nmtune not in row:
-                continue
             lines.append(f"| {label} | {setting_name(noise, rate)} | {len(row['seeds'])} | "
                          f"{cell(row[linear], row[linear + '_std'])} | {delta(row, clean, linear, rate)} | "
                          f"{cell(row[mlp], row[mlp + '_std'])} | {cell(row[nmtune], row[nmtune + '_std'])} | "
@@ -162,9 +158,7 @@ def render() -> None:
                      "dominant-singular-value terms). \"vs clean\": against the same head on the clean pre-training. "
                      "Produced by the same command.\n\n")
     text = replace_block(DOC.read_text(), "results", header + "\n".join(linear_table(summary)))
-    if "<!-- nmtune -->" in text:
-        text = replace_block(text, "nmtune", nmtune_header + "\n".join(nmtune_table(summary)))
-    DOC.write_text(text)
+    DOC.write_text(replace_block(text, "nmtune", nmtune_header + "\n".join(nmtune_table(summary))))
 
 
 def main() -> None:
@@ -186,7 +180,7 @@ def main() -> None:
         RESULTS.mkdir(parents=True, exist_ok=True)
         for rate in rates:
             path = RESULTS / f"{'random' if rate is None else f'{args.noise}-{rate}'}-seed{args.seed}.json"
-            if path.exists() and "in_domain_nmtune" in json.loads(path.read_text()):
+            if path.exists():
                 continue
             row = measure(rate, args.noise, args, in_domain, out_of_domain)
             path.write_text(json.dumps(row, indent=2))
