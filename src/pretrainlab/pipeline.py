@@ -35,6 +35,7 @@ from pretrainlab.eval.protocols import PROTOCOLS, check_options
 from pretrainlab.eval.token_targets import fit_token_target
 from pretrainlab.methods import METHODS, MethodContext
 from pretrainlab.methods.base import Method
+from pretrainlab.methods.parts.local_views import adapt_local_views
 from pretrainlab.methods.parts.mirroring import adapt_mirroring
 from pretrainlab.methods.parts.reconstruction import save_reconstruction_grid
 from pretrainlab.methods.parts.small_images import adapt_crops_to_image_size
@@ -201,9 +202,13 @@ def build_method(config: RunConfig, context: MethodContext,
     side = min((context.img_size, *source.image_size) if source is not None else (context.img_size,))
     method_config, crops = adapt_crops_to_image_size(method_config, config.method_options,
                                                      method_class.small_image_crop_side, side)
+    method_config, locals_, local_reason = adapt_local_views(method_config, config.method_options,
+                                                            method_class.local_view_count_option, backbone,
+                                                            context.img_size)
     reasons = (["the data is not mirror-invariant"] if flips else []) + (
-        [f"crops keep at least {method_class.small_image_crop_side} px a side of {side}-px images"] if crops else [])
-    adapted = {**flips, **crops, **({"reason": "; ".join(reasons)} if reasons else {})}
+        [f"crops keep at least {method_class.small_image_crop_side} px a side of {side}-px images"] if crops else []
+    ) + ([local_reason] if local_reason else [])
+    adapted = {**flips, **crops, **locals_, **({"reason": "; ".join(reasons)} if reasons else {})}
     try:
         return method_class(backbone, method_config, context), adapted
     except ValueError as error:  # losses and heads raise ValueError for out-of-range hyperparameters

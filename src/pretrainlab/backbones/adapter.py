@@ -49,6 +49,16 @@ class Backbone(nn.Module):
         return self.tokens(x)[:, self.num_prefix_tokens :]
 
     @property
+    def output_stride(self) -> int | None:
+        """Pixels of input per cell of the last feature map (timm's `feature_info` reduction: 32 for an
+        ImageNet ResNet, 8 for the CIFAR-stem one); None where the model does not say."""
+        info = getattr(self.model, "feature_info", None)
+        stages = info.get_dicts() if hasattr(info, "get_dicts") else info
+        if not stages or "reduction" not in stages[-1]:
+            return None
+        return int(stages[-1]["reduction"])
+
+    @property
     def patch_size(self) -> int:
         if not self.has_tokens:
             raise TypeError(f"backbone '{self.name}' has no patches")

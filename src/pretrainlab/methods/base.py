@@ -116,6 +116,9 @@ class Method(nn.Module):
     # Set (pixels): on small images, crops keep at least this many pixels a side unless a crop scale is given
     # (methods/parts/small_images.py); None: the views' scale range is used as written, at any image size.
     small_image_crop_side: ClassVar[int | None] = None
+    # Set: the option holding the number of multi-crop local views, turned off where they are narrower than a
+    # CNN's output stride unless that option is given (methods/parts/local_views.py); None: no local views.
+    local_view_count_option: ClassVar[str | None] = None
 
     def __init__(self, backbone: Backbone, config: Any, context: MethodContext) -> None:
         super().__init__()

@@ -87,6 +87,7 @@ class DINO(Method):
     """Student: backbone + DINO head on 2 global + N local views; teacher: their EMA, on the global views."""
 
     config_class = DINOConfig
+    local_view_count_option = "local_count"
     example_options = {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16, "local_count": 2}
 
     def __init__(self, backbone: Backbone, config: DINOConfig, context: MethodContext) -> None:

@@ -70,6 +70,7 @@ class SwAV(Method):
     """Backbone -> projector -> L2 normalise -> prototypes; codes of each global view predicted from the rest."""
 
     config_class = SwAVConfig
+    local_view_count_option = "local_views"
     example_options = {"hidden_dim": 64, "projection_dim": 32, "prototypes": 20, "local_views": 2,
                        "queue_size": 32, "queue_start_epoch": 0.0}
 
