@@ -127,13 +127,29 @@ def recipe_values(method: str, recipe: Path | None = None) -> dict[str, Any]:
     return values
 
 
+def recipe_train_for_backbone(by_backbone: Any, backbone: str | None) -> dict[str, Any]:
+    """A recipe's `train_by_backbone: {NAME: {train settings}}` entry for `backbone` ({} when it has none).
+
+    Settings measured better for one architecture than the recipe's own (e.g. LARS's trust coefficient on
+    timm's resnet18, docs/methods.md); they land in config.yaml's `train` like any recipe value.
+    """
+    if by_backbone is None:
+        return {}
+    if not isinstance(by_backbone, dict) or not all(isinstance(v, dict) for v in by_backbone.values()):
+        raise PretrainlabError("recipe: train_by_backbone must map backbone names to train settings, e.g. "
+                               "{resnet18: {lars_trust: 0.001}}")
+    return dict(by_backbone.get(backbone, {}))
+
+
 def build_run_config(method: str, overrides: dict[str, Any], train_overrides: dict[str, Any],
                      option_overrides: dict[str, Any], recipe: Path | None = None) -> RunConfig:
-    """Dataclass defaults < recipe < overrides (flags the user gave; None values are ignored)."""
+    """Dataclass defaults < recipe < the recipe's settings for the chosen backbone (`train_by_backbone`) <
+    overrides (flags the user gave; None values are ignored)."""
     values = recipe_values(method, recipe)
     values["method"] = method
     values.update({k: v for k, v in overrides.items() if v is not None})
     train = dict(values.pop("train", {}) or {})
+    train.update(recipe_train_for_backbone(values.pop("train_by_backbone", None), values.get("backbone")))
     train.update({k: v for k, v in train_overrides.items() if v is not None})
     options = dict(values.pop("method_options", {}) or {})
     for key, value in option_overrides.items():
