@@ -22,6 +22,7 @@ from pretrainlab.errors import PretrainlabError
 from pretrainlab.heads import DINOHead
 from pretrainlab.losses import DINOLoss, MaskedTokenDistillationLoss
 from pretrainlab.methods.base import Batch, Method, MethodContext, ViewOptions, register_method
+from pretrainlab.methods.parts.local_views import local_view_side
 from pretrainlab.methods.parts.momentum import MomentumTeacher
 from pretrainlab.methods.parts.view_presets import DINO_FIRST_GLOBAL_VIEW, DINO_LOCAL_VIEW, DINO_SECOND_GLOBAL_VIEW
 
@@ -116,10 +117,10 @@ class DINO(Method):
 
     def _local_size(self) -> int:
         patch = self.backbone.patch_size if self.backbone.has_tokens else 1
-        size = self.config.local_size or max(patch, round(self.context.img_size * 96 / 224 / patch) * patch)
-        if size % patch:
-            raise PretrainlabError(f"local_size {size} must be a multiple of the ViT patch size {patch}")
-        return max(size, 4)
+        if self.config.local_size % patch:
+            raise PretrainlabError(f"local_size {self.config.local_size} must be a multiple of the ViT patch size "
+                                   f"{patch}")
+        return max(4, local_view_side(self.config.local_size, self.context.img_size, patch))
 
     def student(self) -> nn.ModuleDict:
         """The modules the teacher follows, in the same order."""

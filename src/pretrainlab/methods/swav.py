@@ -19,6 +19,7 @@ from pretrainlab.distributed import world_size
 from pretrainlab.heads import ProjectionHead, Prototypes
 from pretrainlab.losses import SwAVLoss
 from pretrainlab.methods.base import Batch, Method, MethodContext, ViewOptions, register_method
+from pretrainlab.methods.parts.local_views import local_view_side
 from pretrainlab.methods.parts.queue import MemoryQueue
 
 
@@ -88,7 +89,7 @@ class SwAV(Method):
         self.register_buffer("images_seen", torch.zeros((), dtype=torch.long))
 
     def local_size(self) -> int:
-        return self.config.local_size or max(4, round(self.context.img_size * 96 / 224))
+        return local_view_side(self.config.local_size, self.context.img_size)
 
     def view_specs(self) -> dict[str, ViewSpec]:
         views = self.config.views

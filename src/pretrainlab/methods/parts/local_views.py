@@ -21,9 +21,10 @@ from pretrainlab.backbones import Backbone
 PAPERS_LOCAL_SHARE = 96 / 224  # local view side / global view side in DINO and SwAV
 
 
-def local_view_side(config: Any, img_size: int) -> int:
-    """The local views' side in px: the config's `local_size`, or the papers' share of the training size."""
-    return int(getattr(config, "local_size", 0) or max(4, round(img_size * PAPERS_LOCAL_SHARE)))
+def local_view_side(local_size: int, img_size: int, patch: int = 1) -> int:
+    """The local views' side in px: `local_size` when set, else the papers' share of the training size in whole
+    patches (`patch` 1 for CNNs), at least 4 px."""
+    return local_size or max(4, patch, round(img_size * PAPERS_LOCAL_SHARE / patch) * patch)
 
 
 def adapt_local_views(config: Any, options: dict[str, Any], count_option: str | None, backbone: Backbone,
@@ -32,7 +33,7 @@ def adapt_local_views(config: Any, options: dict[str, Any], count_option: str | 
     output stride and `options` does not set it; returns it, {count_option: 0} when changed, and the reason."""
     if not count_option or count_option in options or backbone.has_tokens or not dataclasses.is_dataclass(config):
         return config, {}, ""
-    stride, side = backbone.output_stride, local_view_side(config, img_size)
+    stride, side = backbone.output_stride, local_view_side(getattr(config, "local_size", 0), img_size)
     if not getattr(config, count_option) or stride is None or side >= stride:
         return config, {}, ""
     reason = f"{side}-px local views are narrower than {backbone.name}'s output stride of {stride} px"
