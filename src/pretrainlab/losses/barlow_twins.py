@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from pretrainlab.distributed import all_reduce_with_grad, world_size
+from pretrainlab.losses.full_precision import in_full_precision
 
 
 def off_diagonal(matrix: torch.Tensor) -> torch.Tensor:
@@ -57,6 +58,7 @@ class BarlowTwinsLoss(nn.Module):
         self.off_diagonal_weight = off_diagonal_weight
         self.scale = scale
 
+    @in_full_precision
     def terms(self, z_a: torch.Tensor, z_b: torch.Tensor) -> dict[str, torch.Tensor]:
         """z_a, z_b: (B, D) embeddings of two views of the same B images -> the unweighted terms."""
         if z_a.shape != z_b.shape or z_a.ndim != 2:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from pretrainlab.losses.full_precision import in_full_precision
+
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """x (B, ...) and y (B, ...), flattened per example -> CKA in [0, 1], a scalar (differentiable)."""
@@ -27,6 +29,7 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.Ten
 class CKADistance(nn.Module):
     """mean over layer pairs of 1 - CKA(target_l, guide_m(l)); pairs are given as two equal-length lists."""
 
+    @in_full_precision
     def forward(self, targets: list[torch.Tensor], guides: list[torch.Tensor]) -> torch.Tensor:
         if len(targets) != len(guides) or not targets:
             raise ValueError(f"CKADistance needs equal, non-empty lists, got {len(targets)} and {len(guides)}")

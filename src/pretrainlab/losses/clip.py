@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pretrainlab.distributed import gather_no_grad, gather_with_grad, rank
+from pretrainlab.losses.full_precision import in_full_precision
 
 MAX_LOGIT_SCALE = 100.0
 
@@ -32,6 +33,7 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 class CLIPLoss(nn.Module):
     """Symmetric image-text InfoNCE over the (gathered) batch."""
 
+    @in_full_precision
     def forward(self, image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
                 text_ids: torch.Tensor | None = None) -> torch.Tensor:
         """image, text: (B, E) embeddings of B pairs; logit_scale: scalar exp(t) > 0; text_ids (B,) optional.

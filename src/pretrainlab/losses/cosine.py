@@ -10,6 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pretrainlab.losses.full_precision import in_full_precision
+
 
 class NegativeCosineSimilarity(nn.Module):
     """-cos(prediction, stopgrad(target)), averaged over the batch: in [-1, 1], -1 when aligned.
@@ -17,6 +19,7 @@ class NegativeCosineSimilarity(nn.Module):
     BYOL's ||normalize(p) - normalize(z)||^2 equals 2 + 2 * this value.
     """
 
+    @in_full_precision
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """prediction, target: (B, D) -> scalar; no gradient flows into `target`."""
         return -F.cosine_similarity(prediction, target.detach(), dim=1).mean()

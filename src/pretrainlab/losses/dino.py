@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pretrainlab.distributed import all_reduce_mean
+from pretrainlab.losses.full_precision import in_full_precision
 
 
 class TeacherCentre(nn.Module):
@@ -72,6 +73,7 @@ class DINOLoss(nn.Module):
         self.student_temperature = student_temperature
         self.centre = TeacherCentre(out_dim, centre_momentum)
 
+    @in_full_precision
     def forward(self, student_logits: list[torch.Tensor], teacher_logits: list[torch.Tensor],
                 teacher_temperature: float) -> torch.Tensor:
         """student_logits: V tensors (B, K); teacher_logits: G <= V tensors (B, K) -> scalar.

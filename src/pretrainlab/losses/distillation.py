@@ -13,10 +13,13 @@ import math
 import torch
 import torch.nn.functional as F
 
+from pretrainlab.losses.full_precision import in_full_precision
+
 DIVERGENCES = ("js", "kl")
 EMBEDDING_LOSSES = ("cosine", "mse")
 
 
+@in_full_precision
 def kl_divergence(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
     """KL(p_teacher || p_student), averaged over the batch; logits (B, K) -> scalar."""
     teacher_log = F.log_softmax(teacher_logits.detach().float(), dim=1)
@@ -24,6 +27,7 @@ def kl_divergence(teacher_logits: torch.Tensor, student_logits: torch.Tensor) ->
     return (teacher_log.exp() * (teacher_log - student_log)).sum(dim=1).mean()
 
 
+@in_full_precision
 def js_divergence(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
     """Jensen-Shannon divergence 0.5 KL(p || m) + 0.5 KL(q || m), m = (p + q) / 2; logits (B, K) -> scalar.
 
@@ -46,6 +50,7 @@ def soft_label_divergence(teacher_logits: torch.Tensor, student_logits: torch.Te
     raise ValueError(f"unknown divergence '{kind}'; valid: {', '.join(DIVERGENCES)}")
 
 
+@in_full_precision
 def embedding_distance(student: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.Tensor:
     """Regression of the teacher's embedding: "cosine" (1 - cos) or "mse" (mean squared error per entry).
 

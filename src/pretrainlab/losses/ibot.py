@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from pretrainlab.losses.dino import TeacherCentre, soft_cross_entropy
+from pretrainlab.losses.full_precision import in_full_precision
 
 
 class MaskedTokenDistillationLoss(nn.Module):
@@ -36,6 +37,7 @@ class MaskedTokenDistillationLoss(nn.Module):
         self.student_temperature = student_temperature
         self.centre = TeacherCentre(out_dim, centre_momentum)
 
+    @in_full_precision
     def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
                 teacher_temperature: float) -> torch.Tensor:
         """student_logits, teacher_logits: (B, N, K); mask: (B, N) bool, True = hidden from the student."""

@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pretrainlab.distributed import gather_no_grad, gather_with_grad, rank
+from pretrainlab.losses.full_precision import in_full_precision
 
 
 class InfoNCELoss(nn.Module):
@@ -32,6 +33,7 @@ class InfoNCELoss(nn.Module):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = temperature
 
+    @in_full_precision
     def forward(self, queries: torch.Tensor, keys: torch.Tensor, negatives: torch.Tensor | None = None) -> torch.Tensor:
         """queries, keys: (B, D), row i of each from the same image; negatives: (K, D) or None -> scalar."""
         queries, keys = F.normalize(queries, dim=1), F.normalize(keys, dim=1)

@@ -10,6 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pretrainlab.losses.full_precision import in_full_precision
+
 
 class LeaveOneOutKNNLoss(nn.Module):
     """-log p(y_i | x_i) of a weighted kNN classifier that leaves the image itself out of its neighbours.
@@ -38,6 +40,7 @@ class LeaveOneOutKNNLoss(nn.Module):
         self.neighbours = neighbours
         self.temperature = temperature
 
+    @in_full_precision
     def forward(self, queries: torch.Tensor, query_labels: torch.Tensor, candidates: torch.Tensor,
                 candidate_labels: torch.Tensor, self_index: torch.Tensor | None = None) -> torch.Tensor:
         """Mean leave-one-out kNN loss of the queries.

@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pretrainlab.losses.full_precision import in_full_precision
 
+
+@in_full_precision
 def masked_token_loss(logits: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor,
                       smoothing: float = 0.1) -> torch.Tensor:
     """Label-smoothed cross-entropy averaged over hidden cells only.

@@ -16,7 +16,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pretrainlab.losses.full_precision import in_full_precision
 
+
+@in_full_precision
 def negative_mutual_information_bound(predictions: torch.Tensor, candidates: torch.Tensor, positives: torch.Tensor,
                                       temperature: float) -> torch.Tensor:
     """-E[log P_hat(z_y | z_hat)] with a cosine Boltzmann P_hat over the candidate target set.

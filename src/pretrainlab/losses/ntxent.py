@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pretrainlab.distributed import gather_with_grad, rank
+from pretrainlab.losses.full_precision import in_full_precision
 
 
 class NTXentLoss(nn.Module):
@@ -28,6 +29,7 @@ class NTXentLoss(nn.Module):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = temperature
 
+    @in_full_precision
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         """z_a, z_b: (B, D) projections of the two views of the same B images -> scalar loss."""
         local_batch = z_a.shape[0]

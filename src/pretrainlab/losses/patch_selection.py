@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pretrainlab.losses.full_precision import in_full_precision
+
 
 def patch_selection_logits(queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
     """queries (B, M, D) for M masked locations, candidates (B, M, D) their patch vectors -> (B, M, M).
@@ -19,6 +21,7 @@ def patch_selection_logits(queries: torch.Tensor, candidates: torch.Tensor) -> t
     return queries @ candidates.transpose(1, 2)
 
 
+@in_full_precision
 def patch_selection_loss(queries: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy of picking patch i for location i among the M masked patches of the image.
 

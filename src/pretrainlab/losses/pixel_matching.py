@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pretrainlab.losses.full_precision import in_full_precision
+
 
 def pixel_centres(boxes: torch.Tensor, flipped: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Where every feature-map pixel centre of a view lies in the source image.
@@ -68,6 +70,7 @@ def pixel_match_mask(boxes_a: torch.Tensor, flipped_a: torch.Tensor, boxes_b: to
     return distance / scale[:, None, None] < threshold
 
 
+@in_full_precision
 def pixel_consistency_loss(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of 2 - 2 cos(prediction_i, target_j) over positive pairs (i, j), image by image.
 

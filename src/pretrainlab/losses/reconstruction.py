@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from pretrainlab.errors import PretrainlabError
+from pretrainlab.losses.full_precision import in_full_precision
 
 DISTANCES = ("squared", "absolute")
 
@@ -16,6 +17,7 @@ def normalize_patches(patches: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return (patches - mean) / (var + eps).sqrt()
 
 
+@in_full_precision
 def masked_patch_loss(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
                       normalize_target: bool, distance: str = "squared") -> torch.Tensor:
     """Mean per-pixel error over masked patches only.

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pretrainlab.losses.full_precision import in_full_precision
+
 
 def similarity_log_distribution(embeddings: torch.Tensor, temperature: float) -> torch.Tensor:
     """(N, D) -> (N, N - 1): log-softmax over each row's cosine similarities to the other N - 1 embeddings."""
@@ -20,6 +22,7 @@ def similarity_log_distribution(embeddings: torch.Tensor, temperature: float) ->
     return F.log_softmax(similarity[others].view(count, count - 1), dim=1)
 
 
+@in_full_precision
 def similarity_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """KL(teacher || student) of the rows' in-batch similarity distributions, averaged over rows.
 

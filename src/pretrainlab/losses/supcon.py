@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pretrainlab.distributed import gather_no_grad, gather_with_grad, rank
+from pretrainlab.losses.full_precision import in_full_precision
 
 
 class SupConLoss(nn.Module):
@@ -32,6 +33,7 @@ class SupConLoss(nn.Module):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = temperature
 
+    @in_full_precision
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """features: (B, V, D) projections of V views of B images; labels: (B,) int -> scalar loss."""
         if features.ndim != 3 or labels.shape != features.shape[:1]:

@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pretrainlab.distributed import gather_no_grad, world_size
+from pretrainlab.losses.full_precision import in_full_precision
 
 
 def _global_logsumexp(local: torch.Tensor, shared: torch.Tensor, dim: int) -> torch.Tensor:
@@ -77,6 +78,7 @@ class SwAVLoss(nn.Module):
         self.epsilon = epsilon
         self.sinkhorn_iterations = sinkhorn_iterations
 
+    @in_full_precision
     def forward(self, global_scores: list[torch.Tensor], local_scores: list[torch.Tensor],
                 queue_scores: list[torch.Tensor | None] | None = None) -> torch.Tensor:
         """Swapped prediction over all views.

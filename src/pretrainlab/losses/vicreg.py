@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from pretrainlab.distributed import gather_with_grad
 from pretrainlab.losses.barlow_twins import off_diagonal
+from pretrainlab.losses.full_precision import in_full_precision
 
 
 def variance_term(z: torch.Tensor, target_std: float = 1.0, eps: float = 1e-4) -> torch.Tensor:
@@ -59,6 +60,7 @@ class VICRegLoss(nn.Module):
         self.target_std = target_std
         self.eps = eps
 
+    @in_full_precision
     def terms(self, z_a: torch.Tensor, z_b: torch.Tensor) -> dict[str, torch.Tensor]:
         """z_a, z_b: (B, D) embeddings of two views of the same images -> the three unweighted terms."""
         if z_a.shape != z_b.shape or z_a.ndim != 2:
