@@ -28,6 +28,7 @@ def upcast(value: Any) -> Any:
 
 
 def first_tensor(values: tuple[Any, ...]) -> torch.Tensor | None:
+    """The first tensor among `values` (searching lists and tuples): its device decides which autocast is on."""
     for value in values:
         if isinstance(value, torch.Tensor):
             return value
