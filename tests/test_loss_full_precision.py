@@ -87,3 +87,24 @@ def test_upcast_leaves_integers_doubles_and_non_tensors() -> None:
     assert upcast(labels).dtype == torch.int64 and upcast(double).dtype == torch.float64
     assert upcast("text") == "text" and upcast(None) is None
     assert [t.dtype for t in upcast((torch.zeros(1).half(), labels))] == [torch.float32, torch.int64]
+
+
+def test_every_loss_module_in_losses_runs_in_full_precision() -> None:
+    # a loss added later without the decorator would silently compute in bf16 again
+    import importlib
+    import inspect
+    import pkgutil
+
+    import torch.nn as nn
+
+    import pretrainlab.losses as losses
+
+    undecorated = []
+    for info in pkgutil.iter_modules(losses.__path__):
+        module = importlib.import_module(f"pretrainlab.losses.{info.name}")
+        for name, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ != module.__name__ or not issubclass(cls, nn.Module) or "forward" not in vars(cls):
+                continue
+            if not any(hasattr(vars(cls).get(entry), "__wrapped__") for entry in ("forward", "terms")):
+                undecorated.append(f"{info.name}.{name}")
+    assert undecorated == [], f"loss modules without @in_full_precision: {undecorated}"

@@ -1,4 +1,5 @@
-"""Losses shared between methods: pure modules, shapes in docstrings, bad hyperparameters raise."""
+"""Losses shared between methods: pure modules, shapes in docstrings, bad hyperparameters raise, and computed in
+fp32 under autocast (`full_precision.in_full_precision`)."""
 
 from pretrainlab.losses.barlow_twins import BarlowTwinsLoss
 from pretrainlab.losses.cosine import NegativeCosineSimilarity
