@@ -189,7 +189,8 @@ def write_row(row: dict, key: str) -> None:
 
 def notes(row: dict) -> str:
     """The row's non-default options (variants of one method differ there) and its note."""
-    options = ", ".join(f"{key}={value}" for key, value in sorted((row.get("options") or {}).items()))
+    options = ", ".join(f"{key}={value}" for key, value in sorted((row.get("options") or {}).items())
+                        if not key.startswith("train."))  # training settings are shown once, as "train: ..."
     train = ", ".join(f"{key}={value}" for key, value in sorted((row.get("train") or {}).items()))
     return "; ".join(part for part in (f"options: {options}" if options else "", f"train: {train}" if train else "",
                                        row.get("note", "")) if part)
