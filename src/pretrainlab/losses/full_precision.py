@@ -4,7 +4,7 @@ Autocast casts every matmul's inputs down, so `z.float() @ z.float().T` inside a
 a cosine near 1 then has a resolution of 1/128, Barlow Twins' 1 - C_ii cannot fall below about 0.004 and its
 gradient stops there, and a contrastive logit of 5 (tau 0.2) is rounded by 0.03. The network's layers gain speed
 from low precision; a loss of a few (B, D) x (D, B) products gains nothing, so it runs with autocast switched off
-and its floating-point inputs in fp32 (as the papers' fp32 training computed it).
+and its floating-point inputs in fp32, the values an fp32 run computes.
 """
 
 from __future__ import annotations
