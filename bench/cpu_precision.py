@@ -13,12 +13,15 @@ and the ratio fp32 / bf16 (above 1: bf16 is faster).
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
 from bench.common import cifar_images, interleaved_medians, print_step_medians, simclr_train_step
+from pretrainlab.backbones import create_backbone
+from pretrainlab.errors import PretrainlabError
 
 
 def main() -> None:
@@ -27,6 +30,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
+    for backbone in args.backbones.split(","):  # a wrong name stops here, before any timing, in one line
+        try:
+            create_backbone(backbone, 32, 3)
+        except PretrainlabError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
     images, description = cifar_images(args.batch)
     uint8 = torch.from_numpy(images)
     print(f"data: {description}; {args.batch} images x 2 views at 32 px; cpu, {torch.get_num_threads()} threads; "
