@@ -141,8 +141,6 @@ def measure_method(name: str, full: ImageSource, subset: ImageSource, options: d
            "seconds_per_epoch": seconds_per_epoch, "final_loss": summary["final_loss"], "options": options,
            "reconstruction_loss": last_logged(out, "reconstruction_loss"),
            **evaluate_target(load_run_target(out), full)}
-    if train:
-        row["train"] = train
     if method_class.needs_labels:
         row["note"] = f"supervised: uses the labels of the {len(subset.train)}-image pre-training subset"
     return row
@@ -189,9 +187,13 @@ def write_row(row: dict, key: str) -> None:
 
 def notes(row: dict) -> str:
     """The row's non-default options (variants of one method differ there) and its note."""
-    options = ", ".join(f"{key}={value}" for key, value in sorted((row.get("options") or {}).items())
-                        if not key.startswith("train."))  # training settings are shown once, as "train: ..."
-    train = ", ".join(f"{key}={value}" for key, value in sorted((row.get("train") or {}).items()))
+    given = row.get("options") or {}
+    # Training settings live in "options" as train.KEY; some older rows have them only in a "train" dict.
+    settings = {**(row.get("train") or {}),
+                **{key.removeprefix("train."): value for key, value in given.items() if key.startswith("train.")}}
+    method = {key: value for key, value in given.items() if not key.startswith("train.")}
+    options = ", ".join(f"{key}={value}" for key, value in sorted(method.items()))
+    train = ", ".join(f"{key}={value}" for key, value in sorted(settings.items()))
     return "; ".join(part for part in (f"options: {options}" if options else "", f"train: {train}" if train else "",
                                        row.get("note", "")) if part)
 
